@@ -1,0 +1,222 @@
+"""The order model: a closed set of states and the only functions that move between them.
+
+Invariants:
+- Status is one of `Pending`, `PartiallyFilled(filled_qty)`, `Filled`, `Cancelled(filled_qty, reason)`,
+  `Rejected(reason)` (the venue refused it) or `Denied(reason)` (our risk engine refused it).
+- `Filled`, `Cancelled`, `Rejected` and `Denied` are terminal: every transition out of them raises
+  `IllegalTransition`, so an order can never be filled twice or revived.
+- `0 < filled_qty < qty` for `PartiallyFilled`; a fill beyond the order's quantity is refused.
+- Prices and quantities are integer ticks and lots; quantities are strictly positive, limit prices too.
+- Orders are frozen values: a transition returns a new `Order`, so history is a list of values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+
+
+class IllegalTransition(ValueError):
+    """A move the order state machine does not allow."""
+
+
+class Side(int, Enum):
+    """The sign of the position change a fill of this side makes."""
+
+    BUY = 1
+    SELL = -1
+
+    @property
+    def opposite(self) -> Side:
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class OrderType(str, Enum):
+    LIMIT = "LIMIT"
+    MARKET = "MARKET"
+
+
+class TimeInForce(str, Enum):
+    GTC = "GTC"  # rests until filled or cancelled
+    IOC = "IOC"  # takes what it can on arrival, the rest is cancelled
+    GTX = "GTX"  # post-only: rejected if it would take liquidity
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Accepted by risk, sent to (or resting at) the venue, nothing filled yet."""
+
+    filled_qty: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PartiallyFilled:
+    filled_qty: int
+
+
+@dataclass(frozen=True, slots=True)
+class Filled:
+    filled_qty: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    filled_qty: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Refused by the venue (Binance's reason, e.g. `PRICE_FILTER`, `MIN_NOTIONAL`, `GTX_WOULD_TAKE`)."""
+
+    reason: str
+    filled_qty: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """Refused by our own risk engine before it reached the venue."""
+
+    reason: str
+    filled_qty: int = 0
+
+
+OrderStatus = Pending | PartiallyFilled | Filled | Cancelled | Rejected | Denied
+TERMINAL = (Filled, Cancelled, Rejected, Denied)
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One order. `price` is None for market orders; `created_ns` is the decision time."""
+
+    order_id: int
+    symbol: str
+    side: Side
+    type: OrderType
+    tif: TimeInForce
+    qty: int
+    price: int | None
+    created_ns: int
+    status: OrderStatus = Pending()
+    tag: str = ""  # who asked for it: "strategy", "exit", "script", "flatten"
+
+    @property
+    def filled_qty(self) -> int:
+        return self.status.filled_qty
+
+    @property
+    def remaining_qty(self) -> int:
+        return 0 if self.is_terminal else self.qty - self.status.filled_qty
+
+    @property
+    def is_terminal(self) -> bool:
+        return isinstance(self.status, TERMINAL)
+
+    @property
+    def status_name(self) -> str:
+        return type(self.status).__name__
+
+
+def new_order(
+    order_id: int,
+    symbol: str,
+    side: Side,
+    type: OrderType,
+    tif: TimeInForce,
+    qty: int,
+    price: int | None,
+    created_ns: int,
+    tag: str = "",
+) -> Order:
+    """Build a Pending order, refusing quantities and prices that cannot exist."""
+    if not isinstance(qty, int) or qty <= 0:
+        raise IllegalTransition(f"order quantity must be a positive number of lots, got {qty!r}")
+    if type is OrderType.LIMIT:
+        if not isinstance(price, int) or price <= 0:
+            raise IllegalTransition(f"limit price must be a positive number of ticks, got {price!r}")
+    elif price is not None:
+        raise IllegalTransition("a market order has no price")
+    if type is OrderType.MARKET and tif is TimeInForce.GTX:
+        raise IllegalTransition("a market order cannot be post-only")
+    return Order(order_id, symbol, side, type, tif, qty, price, created_ns, Pending(), tag)
+
+
+def denied_order(
+    order_id: int,
+    symbol: str,
+    side: Side,
+    type: OrderType,
+    tif: TimeInForce,
+    qty: int,
+    price: int | None,
+    created_ns: int,
+    reason: str,
+    tag: str = "",
+) -> Order:
+    """An intent the risk engine refused, recorded as an order so it is visible and persisted."""
+    return Order(order_id, symbol, side, type, tif, qty, price, created_ns, Denied(reason), tag)
+
+
+def _require_open(order: Order, action: str) -> None:
+    if order.is_terminal:
+        raise IllegalTransition(f"cannot {action} order {order.order_id}: it is {order.status_name}")
+
+
+def fill(order: Order, qty: int) -> Order:
+    """Apply a fill of `qty` lots: PartiallyFilled while some remains, Filled when none does."""
+    _require_open(order, "fill")
+    if not isinstance(qty, int) or qty <= 0:
+        raise IllegalTransition(f"fill quantity must be positive, got {qty!r}")
+    filled = order.status.filled_qty + qty
+    if filled > order.qty:
+        raise IllegalTransition(
+            f"fill of {qty} on order {order.order_id} exceeds its quantity ({filled} > {order.qty})"
+        )
+    status = Filled(filled) if filled == order.qty else PartiallyFilled(filled)
+    return replace(order, status=status)
+
+
+def cancel(order: Order, reason: str) -> Order:
+    """Cancel what remains; what was filled stays filled."""
+    _require_open(order, "cancel")
+    return replace(order, status=Cancelled(order.status.filled_qty, reason))
+
+
+def reject(order: Order, reason: str) -> Order:
+    """The venue refuses an order on arrival; only an untouched order can be rejected."""
+    if not isinstance(order.status, Pending):
+        raise IllegalTransition(
+            f"only a pending order can be rejected; order {order.order_id} is {order.status_name}"
+        )
+    return replace(order, status=Rejected(reason))
+
+
+class Liquidity(str, Enum):
+    MAKER = "maker"
+    TAKER = "taker"
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One execution of one of our orders, with what is needed to judge its quality later.
+
+    Exact fields: `price` (ticks), `qty` (lots), `fee` (money units, 1e-8 of `fee_asset`).
+    Statistics (floats): mids, slippage; markouts arrive later as their own records.
+    """
+
+    fill_id: int
+    order_id: int
+    symbol: str
+    side: Side
+    price: int
+    qty: int
+    fee: int
+    fee_asset: str
+    liquidity: Liquidity
+    ts_ns: int  # engine time of the fill (receive clock)
+    model: str  # fill model name and version, e.g. "conservative/1"
+    latency_ns: int  # order-entry latency this order was given
+    queue_ahead: int  # lots ahead of us at entry (0 for takers)
+    decision_mid: float
+    fill_mid: float
+    slippage_bps: float  # signed: positive is worse than the decision mid
