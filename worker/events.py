@@ -12,13 +12,13 @@ Design:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 # One price level: (price in ticks, quantity in lots).
 Level = tuple[int, int]
 
 
-class Market(str, Enum):
+class Market(StrEnum):
     """Which Binance venue a symbol trades on; it decides the sync rules and the fee defaults."""
 
     SPOT = "spot"
@@ -92,7 +92,7 @@ class TimerTick:
     recv_ns: int
 
 
-class FeedState(str, Enum):
+class FeedState(StrEnum):
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     STALE = "stale"

@@ -13,7 +13,7 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from enum import Enum
+from enum import Enum, StrEnum
 
 
 class IllegalTransition(ValueError):
@@ -31,12 +31,12 @@ class Side(int, Enum):
         return Side.SELL if self is Side.BUY else Side.BUY
 
 
-class OrderType(str, Enum):
+class OrderType(StrEnum):
     LIMIT = "LIMIT"
     MARKET = "MARKET"
 
 
-class TimeInForce(str, Enum):
+class TimeInForce(StrEnum):
     GTC = "GTC"  # rests until filled or cancelled
     IOC = "IOC"  # takes what it can on arrival, the rest is cancelled
     GTX = "GTX"  # post-only: rejected if it would take liquidity
@@ -191,7 +191,7 @@ def reject(order: Order, reason: str) -> Order:
     return replace(order, status=Rejected(reason))
 
 
-class Liquidity(str, Enum):
+class Liquidity(StrEnum):
     MAKER = "maker"
     TAKER = "taker"
 
