@@ -274,7 +274,8 @@ def _require_sunset(location: Location, day: dt.date) -> dt.datetime:
     if moment is None:
         raise ConfigError(
             "latitude",
-            f"a place where the sun sets every evening; at {location.latitude}° it does not set on {day}",
+            f"a place where the sun sets every evening; at {location.latitude}° there is no sunset "
+            f"on {day} (midnight sun or polar night)",
         )
     return moment
 
