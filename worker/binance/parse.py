@@ -1,0 +1,387 @@
+"""Binance WebSocket frames and REST bodies -> typed events (`worker/events.py`).
+
+Design and invariants:
+- The only module that knows the market-data JSON. Spot and USD-M frames both parse here; the market is
+  taken from the caller when it knows it, else inferred from the frame itself: a futures `depthUpdate`
+  carries `pu`, a futures `trade` carries `X`, a futures `bookTicker` carries `e`.
+- Accepts the combined-stream envelope `{"stream", "data"}` or the bare data object. The stream name's
+  kind (`@depth...`, `@trade`, `@bookTicker`) must agree with the data, else `ParseError`.
+- Control replies (`{"result": ..., "id": ...}`) are not market data: `parse_frame` returns None.
+- Every failure is a `ParseError` (malformed JSON, unknown stream or event, missing field, unknown
+  symbol, a price off the tick grid, a non-numeric or negative quantity).
+- A market-data quantity off the lot grid is NOT an error: resting orders placed before Binance
+  coarsened a step size keep their finer quantities (the spot BTCUSDT recording has 7 such far-away
+  levels, e.g. 25.426189 at 200000.00, step 0.00001). Refusing them would resync the symbol forever,
+  since every deep snapshot holds them too. Such a quantity is rounded UP to whole lots (never to 0, so
+  a live level is never deleted) and counted in `FrameParser.counters["qty_rounded_up"]`. The parser keeps
+  no state that a bad frame can corrupt; the caller logs and counts, and the book's sequence check turns
+  a lost diff into a gap and a resync of that symbol only.
+- Price/quantity text -> integer ticks/lots is the per-level cost of every depth diff. Each symbol keeps
+  a bounded cache (text -> int) per kind; a miss converts with a grid-specialised function that gives
+  exactly `Instrument.price_ticks`/`qty_lots` results. A cache that reaches its bound is cleared, so
+  memory stays constant however long the worker runs.
+- Exchange times become integer ns: trades use `T` (trade time); depth uses `T` where the venue sends it
+  (USD-M) and `E` otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from worker.errors import ConfigError
+from worker.events import BookTicker, DepthDiff, DepthSnapshot, Event, Level, Market, Trade
+from worker.instruments import Instrument, OffGridError
+
+MS = 1_000_000
+# Entries per symbol and kind (price / quantity). Large enough that a 1000-level book's prices fit;
+# small enough that memory stays flat (a full cache is ~0.5 MB).
+CACHE_BOUND = 8192
+
+_STREAM_KINDS = {"depth": "depthUpdate", "trade": "trade", "bookTicker": "bookTicker"}
+
+
+class ParseError(ValueError):
+    """A frame or body that cannot become an event; says why, and which symbol when known."""
+
+    def __init__(self, reason: str, symbol: str | None = None, market: Market | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.symbol = symbol
+        self.market = market
+
+
+def make_converter(mantissa: int, decimals: int) -> Callable[[str], int]:
+    """A text -> units converter for the grid mantissa × 10^-decimals.
+
+    Same results as `worker.instruments.parse_units` (tests check it) but ~3x faster on Binance's
+    fixed-decimal text: one `replace`, one `int`, one `divmod`. Only plain ASCII digits with at most one
+    dot are accepted (`int()` alone would take signs, spaces, underscores and non-ASCII digits).
+    """
+    pow10 = [10**i for i in range(40)]
+
+    def convert(text: str) -> int:
+        dot = text.find(".")
+        if dot < 0:
+            digits = text
+            frac_len = 0
+        else:
+            digits = text[:dot] + text[dot + 1 :]
+            frac_len = len(text) - dot - 1
+        if not (digits.isascii() and digits.isdigit()):
+            raise OffGridError(text)
+        value = int(digits)
+        shift = frac_len - decimals
+        if shift > 0:
+            if shift >= len(pow10):
+                raise OffGridError(text)
+            value, rest = divmod(value, pow10[shift])
+            if rest:
+                raise OffGridError(text)
+        elif shift < 0:
+            value *= pow10[-shift]
+        if mantissa != 1:
+            value, rest = divmod(value, mantissa)
+            if rest:
+                raise OffGridError(text)
+        return value
+
+    return convert
+
+
+class _Codec:
+    """One symbol's converters and caches; `fill` is the cache-miss path."""
+
+    __slots__ = ("_strict_qty", "instrument", "market", "price_of", "prices", "qtys", "rounded", "symbol")
+
+    def __init__(self, instrument: Instrument) -> None:
+        self.instrument = instrument
+        self.symbol = instrument.symbol
+        self.market = instrument.market
+        self.price_of = make_converter(*instrument._price_grid)
+        self._strict_qty = make_converter(*instrument._qty_grid)
+        self.prices: dict[str, int] = {}
+        self.qtys: dict[str, int] = {}
+        self.rounded = 0
+
+    def qty_of(self, text: str) -> int:
+        """Lots in `text`; off the lot grid -> rounded up and counted (see the module docstring)."""
+        try:
+            return self._strict_qty(text)
+        except OffGridError:
+            digits = text.replace(".", "", 1)
+            if not (digits.isascii() and digits.isdigit()):
+                raise
+            lots = -(-Decimal(text) // self.instrument.step_size)
+            self.rounded += 1
+            return int(lots)
+
+    def price(self, text: str) -> int:
+        cache = self.prices
+        value = cache.get(text)
+        if value is None:
+            value = self.price_of(text)
+            if value <= 0:
+                raise OffGridError(f"price {text} is not positive")
+            if len(cache) >= CACHE_BOUND:
+                cache.clear()
+            cache[text] = value
+        return value
+
+    def qty(self, text: str) -> int:
+        cache = self.qtys
+        value = cache.get(text)
+        if value is None:
+            value = self.qty_of(text)
+            if len(cache) >= CACHE_BOUND:
+                cache.clear()
+            cache[text] = value
+        return value
+
+    def fill(self, raw: Iterable[Any]) -> None:
+        """Convert and cache every level of `raw`; clears first if needed so all of them stay cached."""
+        prices, qtys = self.prices, self.qtys
+        raw = list(raw)
+        if len(prices) + len(raw) > CACHE_BOUND:
+            prices.clear()
+        if len(qtys) + len(raw) > CACHE_BOUND:
+            qtys.clear()
+        for price_text, qty_text in raw:
+            if price_text not in prices:
+                value = self.price_of(price_text)
+                if value <= 0:
+                    raise OffGridError(f"price {price_text} is not positive")
+                prices[price_text] = value
+            if qty_text not in qtys:
+                qtys[qty_text] = self.qty_of(qty_text)
+
+    def levels(self, raw: list[Any]) -> list[Level]:
+        prices, qtys = self.prices, self.qtys
+        try:
+            return [(prices[p], qtys[q]) for p, q in raw]
+        except KeyError:
+            self.fill(raw)
+            return [(prices[p], qtys[q]) for p, q in raw]
+
+    def levels_uncached(self, raw: list[Any]) -> list[Level]:
+        """Snapshot levels: converted directly so a 1000-level body does not flush the hot caches."""
+        price_of, qty_of = self.price_of, self.qty_of
+        out = []
+        for price_text, qty_text in raw:
+            price = price_of(price_text)
+            if price <= 0:
+                raise OffGridError(f"price {price_text} is not positive")
+            out.append((price, qty_of(qty_text)))
+        return out
+
+
+_PARSE_FAILURES = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+class FrameParser:
+    """Stateless apart from conversion caches: one instance per worker (or per replay)."""
+
+    def __init__(self, instruments: Mapping[tuple[Market, str], Instrument]) -> None:
+        self._codecs: dict[Market, dict[str, _Codec]] = {Market.SPOT: {}, Market.USDM: {}}
+        for (market, symbol), instrument in instruments.items():
+            self._codecs[Market(market)][symbol.upper()] = _Codec(instrument)
+        self._stream_kinds: dict[str, str] = {}
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Conversion facts worth watching: quantities rounded up to the lot grid (distinct texts)."""
+        return {"qty_rounded_up": sum(c.rounded for m in self._codecs.values() for c in m.values())}
+
+    @property
+    def symbols(self) -> list[tuple[Market, str]]:
+        return [(market, symbol) for market, codecs in self._codecs.items() for symbol in codecs]
+
+    # --- frames ---
+    def parse_frame(self, text: str | bytes, recv_ns: int, market: Market | None = None) -> Event | None:
+        """One WebSocket text frame -> event, or None for a control reply. Raises `ParseError`."""
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"malformed JSON: {exc}") from None
+        if type(obj) is not dict:
+            raise ParseError(f"frame is not a JSON object: {type(obj).__name__}")
+        return self.parse_message(obj, recv_ns, market)
+
+    def parse_message(self, obj: dict[str, Any], recv_ns: int, market: Market | None = None) -> Event | None:
+        """An already-decoded frame object -> event (the same rules as `parse_frame`)."""
+        stream = obj.get("stream")
+        data = obj.get("data")
+        if stream is None and data is None:
+            if "result" in obj and "id" in obj:
+                return None
+            data = obj
+        elif type(data) is not dict or type(stream) is not str:
+            raise ParseError(f"bad combined-stream envelope (stream={stream!r})")
+        kind = data.get("e")
+        if kind is None and "u" in data and "A" in data:
+            kind = "bookTicker"  # spot bookTicker frames carry no event type
+        if stream is not None:
+            expected = self._stream_kinds.get(stream)
+            if expected is None:
+                expected = self._stream_kind(stream)
+            if kind != expected:
+                raise ParseError(f"stream {stream} carries event {kind!r}, expected {expected}")
+        try:
+            if kind == "depthUpdate":
+                return self._depth(data, recv_ns, market)
+            if kind == "bookTicker":
+                return self._book_ticker(data, recv_ns, market)
+            if kind == "trade":
+                return self._trade(data, recv_ns, market)
+        except ParseError:
+            raise
+        except _PARSE_FAILURES as exc:
+            symbol = data.get("s") if isinstance(data.get("s"), str) else None
+            raise ParseError(f"bad {kind} frame: {type(exc).__name__}: {exc}", symbol, market) from None
+        raise ParseError(f"unknown event type {kind!r}")
+
+    def _stream_kind(self, stream: str) -> str:
+        _, at, rest = stream.partition("@")
+        kind = _STREAM_KINDS.get(rest.partition("@")[0]) if at else None
+        if kind is None:
+            raise ParseError(f"unknown stream {stream!r}")
+        if len(self._stream_kinds) < 1024:
+            self._stream_kinds[stream] = kind
+        return kind
+
+    def _codec(self, symbol: Any, market: Market) -> _Codec:
+        codec = self._codecs[market].get(symbol)
+        if codec is None:
+            raise ParseError(f"unknown symbol {market.value}:{symbol}", str(symbol), market)
+        return codec
+
+    def _depth(self, d: dict[str, Any], recv_ns: int, market: Market | None) -> DepthDiff:
+        pu = d.get("pu")
+        if market is None:
+            market = Market.SPOT if pu is None else Market.USDM
+        elif market is Market.USDM and pu is None:
+            raise ParseError("USD-M depthUpdate without pu", d.get("s"), market)
+        codec = self._codec(d["s"], market)
+        first, final = d["U"], d["u"]
+        if type(first) is not int or type(final) is not int or first > final:
+            raise ParseError(f"bad update ids U={first!r} u={final!r}", codec.symbol, market)
+        if pu is not None and type(pu) is not int:
+            raise ParseError(f"bad pu={pu!r}", codec.symbol, market)
+        exchange_ms = d.get("T") or d["E"]
+        try:
+            bids = codec.levels(d["b"])
+            asks = codec.levels(d["a"])
+        except OffGridError as exc:
+            raise ParseError(f"off-grid level {exc}", codec.symbol, market) from None
+        return DepthDiff(codec.symbol, market, first, final, pu, bids, asks, int(exchange_ms) * MS, recv_ns)
+
+    def _trade(self, d: dict[str, Any], recv_ns: int, market: Market | None) -> Trade:
+        if market is None:
+            market = Market.USDM if "X" in d else Market.SPOT
+        codec = self._codec(d["s"], market)
+        maker = d["m"]
+        trade_id = d["t"]
+        if type(maker) is not bool or type(trade_id) is not int:
+            raise ParseError(f"bad trade fields t={trade_id!r} m={maker!r}", codec.symbol, market)
+        try:
+            price = codec.price(d["p"])
+            qty = codec.qty(d["q"])
+        except OffGridError as exc:
+            raise ParseError(f"off-grid trade {exc}", codec.symbol, market) from None
+        return Trade(codec.symbol, market, trade_id, price, qty, maker, int(d["T"]) * MS, recv_ns)
+
+    def _book_ticker(self, d: dict[str, Any], recv_ns: int, market: Market | None) -> BookTicker:
+        if market is None:
+            market = Market.USDM if "e" in d else Market.SPOT
+        codec = self._codec(d["s"], market)
+        update_id = d["u"]
+        if type(update_id) is not int:
+            raise ParseError(f"bad bookTicker u={update_id!r}", codec.symbol, market)
+        try:
+            return BookTicker(
+                codec.symbol,
+                market,
+                update_id,
+                codec.price(d["b"]),
+                codec.qty(d["B"]),
+                codec.price(d["a"]),
+                codec.qty(d["A"]),
+                recv_ns,
+            )
+        except OffGridError as exc:
+            raise ParseError(f"off-grid bookTicker {exc}", codec.symbol, market) from None
+
+    # --- REST bodies ---
+    def parse_snapshot(
+        self, body: str | bytes | dict[str, Any], symbol: str, market: Market, recv_ns: int
+    ) -> DepthSnapshot:
+        """A `/api/v3/depth` or `/fapi/v1/depth` response body -> `DepthSnapshot`. Raises `ParseError`."""
+        market = Market(market)
+        codec = self._codec(symbol.upper(), market)
+        if not isinstance(body, dict):
+            try:
+                body = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise ParseError(f"malformed snapshot JSON: {exc}", codec.symbol, market) from None
+        try:
+            last_update_id = body["lastUpdateId"]
+            if type(last_update_id) is not int:
+                raise TypeError(f"lastUpdateId={last_update_id!r}")
+            bids = codec.levels_uncached(body["bids"])
+            asks = codec.levels_uncached(body["asks"])
+        except ParseError:
+            raise
+        except OffGridError as exc:
+            raise ParseError(f"off-grid snapshot level {exc}", codec.symbol, market) from None
+        except _PARSE_FAILURES as exc:
+            raise ParseError(f"bad snapshot: {type(exc).__name__}: {exc}", codec.symbol, market) from None
+        return DepthSnapshot(codec.symbol, market, last_update_id, bids, asks, recv_ns)
+
+
+def parse_exchange_info(
+    body: str | bytes | dict[str, Any], market: Market, symbols: Iterable[str] | None = None
+) -> dict[tuple[Market, str], Instrument]:
+    """`exchangeInfo` body -> instruments keyed like `DEFAULT_INSTRUMENTS`.
+
+    Tick from PRICE_FILTER.tickSize, step from LOT_SIZE.stepSize, minimum notional from NOTIONAL
+    (spot, `minNotional`) or MIN_NOTIONAL (older spot `minNotional`, USD-M `notional`). With `symbols`,
+    only those are returned and a missing one raises `ConfigError`; a symbol whose filters cannot be
+    represented exactly raises `ConfigError` (refuse at start rather than round later).
+    """
+    market = Market(market)
+    if not isinstance(body, dict):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError("exchangeInfo", f"valid JSON ({exc})") from None
+    wanted = {s.upper() for s in symbols} if symbols is not None else None
+    found: dict[tuple[Market, str], Instrument] = {}
+    for entry in body.get("symbols", []):
+        name = str(entry.get("symbol", "")).upper()
+        if wanted is not None and name not in wanted:
+            continue
+        filters = {f.get("filterType"): f for f in entry.get("filters", [])}
+        try:
+            tick = Decimal(filters["PRICE_FILTER"]["tickSize"])
+            step = Decimal(filters["LOT_SIZE"]["stepSize"])
+            notional_filter = filters.get("NOTIONAL") or filters.get("MIN_NOTIONAL") or {}
+            min_notional = Decimal(notional_filter.get("minNotional", notional_filter.get("notional", "0")))
+        except (KeyError, TypeError, InvalidOperation) as exc:
+            raise ConfigError(f"exchangeInfo {name} filters", f"PRICE_FILTER and LOT_SIZE ({exc})") from None
+        found[(market, name)] = Instrument(
+            name,
+            market,
+            tick.normalize(),
+            step.normalize(),
+            min_notional,
+            str(entry.get("baseAsset", "")),
+            str(entry.get("quoteAsset", "USDT")),
+        )
+    if wanted is not None:
+        missing = sorted(wanted - {s for _, s in found})
+        if missing:
+            raise ConfigError("symbols", f"listed in {market.value} exchangeInfo; missing {missing}")
+    return found
