@@ -112,7 +112,8 @@ CREATE TABLE order_events (
     filled_qty    INTEGER NOT NULL,
     reason        TEXT,
     run_id        INTEGER NOT NULL,
-    PRIMARY KEY (order_id, seq)
+    PRIMARY KEY (order_id, seq),
+    UNIQUE (order_id, status, filled_qty)    -- a transition is recorded once, even if replayed twice
 ) STRICT, WITHOUT ROWID;
 
 CREATE TABLE fills (
@@ -130,6 +131,7 @@ CREATE TABLE fills (
     liquidity     TEXT NOT NULL,             -- maker | taker
     realized_pnl  INTEGER NOT NULL,          -- money; gross of fees (average-cost), 0 when opening
     position_after INTEGER NOT NULL,         -- signed lots after this fill
+    cost_after    INTEGER NOT NULL,          -- signed money: cost basis of the position after this fill
     ts_ns         INTEGER NOT NULL,
     model         TEXT NOT NULL,
     latency_ns    INTEGER NOT NULL,
@@ -430,7 +432,157 @@ CREATE TABLE totals_markouts (
 ) STRICT, WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+_V1_TRIGGERS = """
+-- Rollups and running totals live in triggers so they change in the same statement (hence the same
+-- transaction) as the rows they summarize, whoever writes them. Inserts that hit an existing row use
+-- ON CONFLICT DO NOTHING, which fires no trigger: replaying the same fill twice counts it once.
+
+CREATE TRIGGER fills_totals AFTER INSERT ON fills
+BEGIN
+    INSERT INTO totals_symbol (market, symbol, fills, maker_fills, buy_qty, sell_qty, volume, fees,
+                               realized_pnl, wins, losses, gross_profit, gross_loss, slippage_bps_sum,
+                               first_ns, last_ns)
+    VALUES (NEW.market, NEW.symbol, 1, NEW.liquidity = 'maker',
+            CASE WHEN NEW.side = 1 THEN NEW.qty ELSE 0 END, CASE WHEN NEW.side = -1 THEN NEW.qty ELSE 0 END,
+            NEW.notional, NEW.fee, NEW.realized_pnl, NEW.realized_pnl > 0, NEW.realized_pnl < 0,
+            max(NEW.realized_pnl, 0), min(NEW.realized_pnl, 0), NEW.slippage_bps, NEW.ts_ns, NEW.ts_ns)
+    ON CONFLICT (market, symbol) DO UPDATE SET
+        fills = fills + 1, maker_fills = maker_fills + excluded.maker_fills,
+        buy_qty = buy_qty + excluded.buy_qty, sell_qty = sell_qty + excluded.sell_qty,
+        volume = volume + excluded.volume, fees = fees + excluded.fees,
+        realized_pnl = realized_pnl + excluded.realized_pnl,
+        wins = wins + excluded.wins, losses = losses + excluded.losses,
+        gross_profit = gross_profit + excluded.gross_profit, gross_loss = gross_loss + excluded.gross_loss,
+        slippage_bps_sum = slippage_bps_sum + excluded.slippage_bps_sum,
+        first_ns = CASE WHEN first_ns = 0 THEN excluded.first_ns ELSE min(first_ns, excluded.first_ns) END,
+        last_ns = max(last_ns, excluded.last_ns);
+
+    INSERT INTO totals_hourly (hour_s, market, symbol, fills, maker_fills, buy_qty, sell_qty, volume, fees,
+                               realized_pnl, wins, losses, gross_profit, gross_loss, slippage_bps_sum)
+    VALUES ((NEW.ts_ns / 3600000000000) * 3600, NEW.market, NEW.symbol, 1, NEW.liquidity = 'maker',
+            CASE WHEN NEW.side = 1 THEN NEW.qty ELSE 0 END, CASE WHEN NEW.side = -1 THEN NEW.qty ELSE 0 END,
+            NEW.notional, NEW.fee, NEW.realized_pnl, NEW.realized_pnl > 0, NEW.realized_pnl < 0,
+            max(NEW.realized_pnl, 0), min(NEW.realized_pnl, 0), NEW.slippage_bps)
+    ON CONFLICT (hour_s, market, symbol) DO UPDATE SET
+        fills = fills + 1, maker_fills = maker_fills + excluded.maker_fills,
+        buy_qty = buy_qty + excluded.buy_qty, sell_qty = sell_qty + excluded.sell_qty,
+        volume = volume + excluded.volume, fees = fees + excluded.fees,
+        realized_pnl = realized_pnl + excluded.realized_pnl,
+        wins = wins + excluded.wins, losses = losses + excluded.losses,
+        gross_profit = gross_profit + excluded.gross_profit, gross_loss = gross_loss + excluded.gross_loss,
+        slippage_bps_sum = slippage_bps_sum + excluded.slippage_bps_sum;
+
+    INSERT INTO positions (market, symbol, qty, cost, realized_pnl, fees, fills, last_fill_id, updated_ns)
+    VALUES (NEW.market, NEW.symbol, NEW.position_after, NEW.cost_after, NEW.realized_pnl, NEW.fee, 1,
+            NEW.fill_id, NEW.ts_ns)
+    ON CONFLICT (market, symbol) DO UPDATE SET
+        qty = excluded.qty, cost = excluded.cost, realized_pnl = realized_pnl + excluded.realized_pnl,
+        fees = fees + excluded.fees, fills = fills + 1, last_fill_id = excluded.last_fill_id,
+        updated_ns = excluded.updated_ns;
+END;
+
+CREATE TRIGGER order_events_apply AFTER INSERT ON order_events
+BEGIN
+    UPDATE orders SET status = NEW.status, filled_qty = NEW.filled_qty, reason = NEW.reason,
+                      updated_ns = NEW.ts_ns, transitions = transitions + 1
+    WHERE order_id = NEW.order_id;
+
+    INSERT INTO totals_symbol (market, symbol, orders, orders_denied, orders_rejected, orders_cancelled,
+                               orders_filled)
+    SELECT market, symbol, NEW.seq = 1, NEW.status = 'Denied', NEW.status = 'Rejected',
+           NEW.status = 'Cancelled', NEW.status = 'Filled'
+    FROM orders WHERE order_id = NEW.order_id
+    ON CONFLICT (market, symbol) DO UPDATE SET
+        orders = orders + excluded.orders, orders_denied = orders_denied + excluded.orders_denied,
+        orders_rejected = orders_rejected + excluded.orders_rejected,
+        orders_cancelled = orders_cancelled + excluded.orders_cancelled,
+        orders_filled = orders_filled + excluded.orders_filled;
+
+    INSERT INTO totals_hourly (hour_s, market, symbol, orders, orders_denied)
+    SELECT (NEW.ts_ns / 3600000000000) * 3600, market, symbol, NEW.seq = 1, NEW.status = 'Denied'
+    FROM orders WHERE order_id = NEW.order_id AND (NEW.seq = 1 OR NEW.status = 'Denied')
+    ON CONFLICT (hour_s, market, symbol) DO UPDATE SET
+        orders = orders + excluded.orders, orders_denied = orders_denied + excluded.orders_denied;
+END;
+
+CREATE TRIGGER markouts_totals AFTER INSERT ON markouts
+BEGIN
+    INSERT INTO totals_markouts (market, symbol, horizon_ms, n, markout_bps_sum)
+    SELECT market, symbol, NEW.horizon_ms, 1, NEW.markout_bps FROM fills WHERE fill_id = NEW.fill_id
+    ON CONFLICT (market, symbol, horizon_ms) DO UPDATE SET
+        n = n + 1, markout_bps_sum = markout_bps_sum + excluded.markout_bps_sum;
+END;
+
+CREATE TRIGGER system_events_count AFTER INSERT ON system_events
+BEGIN
+    INSERT INTO event_counts (kind, market, symbol, count, last_ns)
+    VALUES (NEW.kind, NEW.market, NEW.symbol, 1, NEW.ts_ns)
+    ON CONFLICT (kind, market, symbol) DO UPDATE SET
+        count = count + 1, last_ns = max(last_ns, excluded.last_ns);
+END;
+
+CREATE TRIGGER breaker_events_state AFTER INSERT ON breaker_events
+BEGIN
+    INSERT INTO breakers (breaker, tripped, reason, since_ns, updated_ns, detail_json)
+    VALUES (NEW.breaker, NEW.tripped, NEW.reason, NEW.ts_ns, NEW.ts_ns, NEW.detail_json)
+    ON CONFLICT (breaker) DO UPDATE SET
+        since_ns = CASE WHEN tripped != excluded.tripped THEN excluded.since_ns ELSE since_ns END,
+        tripped = excluded.tripped, reason = excluded.reason, updated_ns = excluded.updated_ns,
+        detail_json = excluded.detail_json;
+END;
+
+CREATE TRIGGER equity_rollup AFTER INSERT ON equity_bars WHEN NEW.resolution_s = 1
+BEGIN
+    INSERT INTO equity_bars (resolution_s, bucket_s, open, high, low, close, cash, realized_pnl,
+                             unrealized_pnl, fees, exposure, peak, drawdown, max_drawdown, samples, last_ns)
+    VALUES (60, NEW.bucket_s - NEW.bucket_s % 60, NEW.open, NEW.high, NEW.low, NEW.close, NEW.cash,
+            NEW.realized_pnl, NEW.unrealized_pnl, NEW.fees, NEW.exposure, NEW.peak, NEW.drawdown,
+            NEW.max_drawdown, 1, NEW.last_ns),
+           (3600, NEW.bucket_s - NEW.bucket_s % 3600, NEW.open, NEW.high, NEW.low, NEW.close, NEW.cash,
+            NEW.realized_pnl, NEW.unrealized_pnl, NEW.fees, NEW.exposure, NEW.peak, NEW.drawdown,
+            NEW.max_drawdown, 1, NEW.last_ns)
+    ON CONFLICT (resolution_s, bucket_s) DO UPDATE SET
+        open = CASE WHEN excluded.last_ns < last_ns THEN excluded.open ELSE open END,
+        high = max(high, excluded.high), low = min(low, excluded.low),
+        close = CASE WHEN excluded.last_ns >= last_ns THEN excluded.close ELSE close END,
+        cash = CASE WHEN excluded.last_ns >= last_ns THEN excluded.cash ELSE cash END,
+        realized_pnl = CASE WHEN excluded.last_ns >= last_ns THEN excluded.realized_pnl ELSE realized_pnl END,
+        unrealized_pnl = CASE WHEN excluded.last_ns >= last_ns
+                              THEN excluded.unrealized_pnl ELSE unrealized_pnl END,
+        fees = CASE WHEN excluded.last_ns >= last_ns THEN excluded.fees ELSE fees END,
+        exposure = CASE WHEN excluded.last_ns >= last_ns THEN excluded.exposure ELSE exposure END,
+        peak = max(peak, excluded.peak),
+        drawdown = CASE WHEN excluded.last_ns >= last_ns THEN excluded.drawdown ELSE drawdown END,
+        max_drawdown = min(max_drawdown, excluded.max_drawdown),
+        samples = samples + 1, last_ns = max(last_ns, excluded.last_ns);
+END;
+
+CREATE TRIGGER book_top_rollup AFTER INSERT ON book_top_bars WHEN NEW.resolution_s = 1
+BEGIN
+    INSERT INTO book_top_bars (market, symbol, resolution_s, bucket_s, mid2_open, mid2_high, mid2_low,
+                               mid2_close, bid_price, bid_qty, ask_price, ask_qty, spread_min, spread_max,
+                               spread_sum, samples, last_ns)
+    VALUES (NEW.market, NEW.symbol, 60, NEW.bucket_s - NEW.bucket_s % 60, NEW.mid2_open, NEW.mid2_high,
+            NEW.mid2_low, NEW.mid2_close, NEW.bid_price, NEW.bid_qty, NEW.ask_price, NEW.ask_qty,
+            NEW.spread_min, NEW.spread_max, NEW.spread_sum, 1, NEW.last_ns),
+           (NEW.market, NEW.symbol, 3600, NEW.bucket_s - NEW.bucket_s % 3600, NEW.mid2_open, NEW.mid2_high,
+            NEW.mid2_low, NEW.mid2_close, NEW.bid_price, NEW.bid_qty, NEW.ask_price, NEW.ask_qty,
+            NEW.spread_min, NEW.spread_max, NEW.spread_sum, 1, NEW.last_ns)
+    ON CONFLICT (market, symbol, resolution_s, bucket_s) DO UPDATE SET
+        mid2_open = CASE WHEN excluded.last_ns < last_ns THEN excluded.mid2_open ELSE mid2_open END,
+        mid2_high = max(mid2_high, excluded.mid2_high), mid2_low = min(mid2_low, excluded.mid2_low),
+        mid2_close = CASE WHEN excluded.last_ns >= last_ns THEN excluded.mid2_close ELSE mid2_close END,
+        bid_price = CASE WHEN excluded.last_ns >= last_ns THEN excluded.bid_price ELSE bid_price END,
+        bid_qty = CASE WHEN excluded.last_ns >= last_ns THEN excluded.bid_qty ELSE bid_qty END,
+        ask_price = CASE WHEN excluded.last_ns >= last_ns THEN excluded.ask_price ELSE ask_price END,
+        ask_qty = CASE WHEN excluded.last_ns >= last_ns THEN excluded.ask_qty ELSE ask_qty END,
+        spread_min = min(spread_min, excluded.spread_min), spread_max = max(spread_max, excluded.spread_max),
+        spread_sum = spread_sum + excluded.spread_sum,
+        samples = samples + 1, last_ns = max(last_ns, excluded.last_ns);
+END;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1 + _V1_TRIGGERS),)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
@@ -495,6 +647,13 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 def _statements(sql: str) -> list[str]:
-    """Split a migration into statements (our DDL has no semicolons inside literals or triggers)."""
-    lines = [line.split("--", 1)[0] for line in sql.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    """Split a migration into statements; `complete_statement` keeps trigger bodies whole."""
+    statements, buffer = [], ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        raise SchemaError(f"incomplete statement in migration: {buffer.strip()[:80]}")
+    return statements
