@@ -353,12 +353,41 @@ def test_helsinki_fallback_when_the_sun_never_reaches_8_5_degrees_never_resumes_
     # Never earlier than Rabbeinu Tam's 72 minutes, which hebcal publishes at 23:39 [es6-js] ...
     assert w.end >= dt.datetime(2020, 5, 30, 23, 39, tzinfo=HELSINKI.zone)
     # ... nor than the latest nightfall hebcal published the week before (00:31 after midnight).
-    assert w.end.astimezone(HELSINKI.zone).time() > dt.time(0, 31)
+    assert w.end >= dt.datetime(2020, 5, 31, 0, 31, tzinfo=HELSINKI.zone)
     assert w.end - set_at < dt.timedelta(hours=4)  # and still that night, not the next day
     # Where nightfall exists (2020-05-23, after local midnight) no fallback is used.
     w23 = only_window(config, utc(2020, 5, 22, 12), utc(2020, 5, 23, 12))
     assert not w23.havdalah_fallback
     assert local_hm(w23.end, HELSINKI) in ("2020-05-24 00:31", "2020-05-24 00:32")
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        Location(1.87, -157.4, "Pacific/Kiritimati"),  # UTC+14 on a western longitude
+        Location(-13.83, -171.76, "Pacific/Apia"),
+        Location(-43.95, -176.55, "Pacific/Chatham"),
+    ],
+)
+def test_evening_of_the_civil_date_across_the_date_line(location: Location) -> None:
+    """astral answers per UTC date; on these islands its answer for the civil date is the wrong evening.
+
+    Invariants (no expected values): every sunset and tzeit falls between local noon of its date and
+    local noon of the next, and each Shabbat window starts on a Friday evening and ends on Saturday.
+    """
+    day = dt.date(2026, 1, 1)
+    for _ in range(0, 365, 5):
+        for moment in (sunset(location, day), tzeit(location, day)):
+            assert moment is not None
+            local = moment.astimezone(location.zone)
+            assert local.date() == day or (local.date() == day + dt.timedelta(days=1) and local.hour < 12)
+            assert local.date() > day or local.hour >= 12
+        day += dt.timedelta(days=5)
+    config = CalendarConfig(location=location)
+    for w in pause_windows(config, utc(2026, 1, 1), utc(2026, 3, 1)):
+        assert w.start.astimezone(location.zone).weekday() == 4  # Friday
+        assert w.end.astimezone(location.zone).weekday() == 5  # Saturday
+        assert 24 < (w.end_ns - w.start_ns) / 3.6e12 < 26
 
 
 def test_sun_that_never_sets_refuses_the_location_at_start() -> None:
