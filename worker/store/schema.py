@@ -128,6 +128,7 @@ CREATE TABLE fills (
     notional      INTEGER NOT NULL,          -- money units
     fee           INTEGER NOT NULL,          -- money units of fee_asset
     fee_asset     TEXT NOT NULL,
+    fee_quote     INTEGER NOT NULL,          -- the fee in quote money (= fee when fee_asset is the quote)
     liquidity     TEXT NOT NULL,             -- maker | taker
     realized_pnl  INTEGER NOT NULL,          -- money; gross of fees (average-cost), 0 when opening
     position_after INTEGER NOT NULL,         -- signed lots after this fill
@@ -161,7 +162,7 @@ CREATE TABLE positions (
     qty           INTEGER NOT NULL,          -- signed lots
     cost          INTEGER NOT NULL,          -- signed money: cost basis of the open quantity
     realized_pnl  INTEGER NOT NULL,          -- money, gross of fees
-    fees          INTEGER NOT NULL,          -- money
+    fees          INTEGER NOT NULL,          -- money (quote), sum of fills.fee_quote
     fills         INTEGER NOT NULL,
     last_fill_id  INTEGER NOT NULL,
     updated_ns    INTEGER NOT NULL,
@@ -444,7 +445,7 @@ BEGIN
                                first_ns, last_ns)
     VALUES (NEW.market, NEW.symbol, 1, NEW.liquidity = 'maker',
             CASE WHEN NEW.side = 1 THEN NEW.qty ELSE 0 END, CASE WHEN NEW.side = -1 THEN NEW.qty ELSE 0 END,
-            NEW.notional, NEW.fee, NEW.realized_pnl, NEW.realized_pnl > 0, NEW.realized_pnl < 0,
+            NEW.notional, NEW.fee_quote, NEW.realized_pnl, NEW.realized_pnl > 0, NEW.realized_pnl < 0,
             max(NEW.realized_pnl, 0), min(NEW.realized_pnl, 0), NEW.slippage_bps, NEW.ts_ns, NEW.ts_ns)
     ON CONFLICT (market, symbol) DO UPDATE SET
         fills = fills + 1, maker_fills = maker_fills + excluded.maker_fills,
@@ -461,7 +462,7 @@ BEGIN
                                realized_pnl, wins, losses, gross_profit, gross_loss, slippage_bps_sum)
     VALUES ((NEW.ts_ns / 3600000000000) * 3600, NEW.market, NEW.symbol, 1, NEW.liquidity = 'maker',
             CASE WHEN NEW.side = 1 THEN NEW.qty ELSE 0 END, CASE WHEN NEW.side = -1 THEN NEW.qty ELSE 0 END,
-            NEW.notional, NEW.fee, NEW.realized_pnl, NEW.realized_pnl > 0, NEW.realized_pnl < 0,
+            NEW.notional, NEW.fee_quote, NEW.realized_pnl, NEW.realized_pnl > 0, NEW.realized_pnl < 0,
             max(NEW.realized_pnl, 0), min(NEW.realized_pnl, 0), NEW.slippage_bps)
     ON CONFLICT (hour_s, market, symbol) DO UPDATE SET
         fills = fills + 1, maker_fills = maker_fills + excluded.maker_fills,
@@ -473,7 +474,7 @@ BEGIN
         slippage_bps_sum = slippage_bps_sum + excluded.slippage_bps_sum;
 
     INSERT INTO positions (market, symbol, qty, cost, realized_pnl, fees, fills, last_fill_id, updated_ns)
-    VALUES (NEW.market, NEW.symbol, NEW.position_after, NEW.cost_after, NEW.realized_pnl, NEW.fee, 1,
+    VALUES (NEW.market, NEW.symbol, NEW.position_after, NEW.cost_after, NEW.realized_pnl, NEW.fee_quote, 1,
             NEW.fill_id, NEW.ts_ns)
     ON CONFLICT (market, symbol) DO UPDATE SET
         qty = excluded.qty, cost = excluded.cost, realized_pnl = realized_pnl + excluded.realized_pnl,

@@ -1,0 +1,308 @@
+"""What the store accepts from the engine, and how each record becomes a row.
+
+Design:
+- The writer takes the engine's own values where they exist: `worker.orders.Order`, `worker.orders.Fill`,
+  and anything shaped like the broker's `OrderUpdate` (`.order`, `.ts_ns`) or `Markout` (`fill_id`,
+  `horizon_ms`, `ts_ns`, `symbol`, `mid`, `markout_bps`). For outputs whose types do not exist yet the small
+  frozen dataclasses below are the contract; adapt the engine's outputs to them (or give them these fields).
+- Exact numbers stay integers (ticks, lots, 1e-8 money); floats only for statistics.
+- `SAMPLE_TYPES` may be dropped under pressure (counted); every other record is never dropped.
+- `*_row` functions are pure: they turn one record into the tuple its INSERT takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from worker.orders import Order
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    """An order's new value and the engine time of the change (the broker's OrderUpdate fits too)."""
+
+    order: Order
+    ts_ns: int
+    event: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EquitySample:
+    """Portfolio value at one instant (sampled once a second). All money in 1e-8 quote units."""
+
+    ts_ns: int
+    equity: int
+    cash: int
+    realized_pnl: int
+    unrealized_pnl: int
+    fees: int
+    exposure: int  # gross notional of open positions
+
+
+@dataclass(frozen=True, slots=True)
+class BookTop:
+    """Top of one book at one instant (sampled once a second per symbol). Prices ticks, sizes lots."""
+
+    ts_ns: int
+    market: str
+    symbol: str
+    bid_price: int
+    bid_qty: int
+    ask_price: int
+    ask_qty: int
+    microprice: float | None = None
+    imbalance: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One strategy decision point. `signal_id` unique and increasing when given (else the DB assigns)."""
+
+    ts_ns: int
+    market: str
+    symbol: str
+    model: str
+    value: float
+    direction: int  # -1, 0, +1
+    confidence: float  # 0..1
+    mid: float | None = None
+    order_id: int | None = None
+    features: Mapping[str, float] = field(default_factory=dict)
+    signal_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalOutcome:
+    signal_id: int
+    horizon_ms: int
+    ts_ns: int
+    mid: float
+    return_bps: float  # signed in the signal's direction
+
+
+@dataclass(frozen=True, slots=True)
+class RiskDecision:
+    """`verdict` is 'approved' | 'adjusted' | 'denied'; `reason` a reason code (e.g. 'storage_lag')."""
+
+    ts_ns: int
+    market: str
+    symbol: str
+    verdict: str
+    reason: str
+    order_id: int | None = None
+    side: int | None = None
+    qty_requested: int | None = None
+    qty_approved: int | None = None
+    price: int | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TradingStateChange:
+    """ACTIVE / REDUCING / HALTED / PAUSED, why, and who decided ('risk', 'calendar', 'operator', ...)."""
+
+    ts_ns: int
+    state: str
+    previous: str | None
+    reason: str
+    source: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerChange:
+    """A breaker tripped (or was cleared); persisted so a restart cannot silently re-arm trading."""
+
+    ts_ns: int
+    breaker: str
+    tripped: bool
+    reason: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SystemEvent:
+    """start, stop, gap, resync, reconnect, pause, resume, error, storage_lag, position_mismatch, ..."""
+
+    ts_ns: int
+    kind: str
+    severity: str = "info"  # info | warning | error
+    market: str = ""
+    symbol: str = ""
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PositionSnapshot:
+    """The portfolio's own view of one position, including fills up to `last_fill_id`."""
+
+    ts_ns: int
+    market: str
+    symbol: str
+    qty: int
+    cost: int
+    realized_pnl: int
+    fees: int
+    last_fill_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The worker's liveness and state; the writer stamps wall time and its own lag when writing."""
+
+    ts_ns: int
+    trading_state: str
+    state_reason: str = ""
+    sync: Mapping[str, str] = field(default_factory=dict)  # {"spot:BTCUSDT": "live"}
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorActionApplied:
+    """The worker applied an operator action (e.g. a breaker reset) at engine time `ts_ns`."""
+
+    action_id: int
+    ts_ns: int
+
+
+SAMPLE_TYPES: tuple[type, ...] = (EquitySample, BookTop, Heartbeat)
+
+
+def dumps(value: Mapping[str, Any] | None) -> str:
+    """Canonical JSON (sorted keys) so identical inputs give identical bytes."""
+    return orjson.dumps(dict(value or {}), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def status_reason(order: Order) -> str | None:
+    return getattr(order.status, "reason", None)
+
+
+def order_row(order: Order, market: str, run_id: int, ts_ns: int) -> tuple:
+    return (
+        order.order_id,
+        run_id,
+        market,
+        order.symbol,
+        int(order.side),
+        str(order.type),
+        str(order.tif),
+        order.qty,
+        order.price,
+        order.tag,
+        order.status_name,
+        order.filled_qty,
+        status_reason(order),
+        order.created_ns,
+        ts_ns,
+        0,
+    )
+
+
+def order_event_row(order: Order, ts_ns: int, run_id: int) -> tuple:
+    return (
+        order.order_id,
+        ts_ns,
+        order.status_name,
+        order.filled_qty,
+        status_reason(order),
+        run_id,
+        order.order_id,
+    )
+
+
+def equity_row(s: EquitySample, peak: int) -> tuple:
+    drawdown = s.equity - peak
+    return (
+        1,
+        s.ts_ns // 1_000_000_000,
+        s.equity,
+        s.equity,
+        s.equity,
+        s.equity,
+        s.cash,
+        s.realized_pnl,
+        s.unrealized_pnl,
+        s.fees,
+        s.exposure,
+        peak,
+        drawdown,
+        drawdown,
+        1,
+        s.ts_ns,
+    )
+
+
+def book_top_row(b: BookTop) -> tuple:
+    mid2 = b.bid_price + b.ask_price
+    spread = b.ask_price - b.bid_price
+    return (
+        b.market,
+        b.symbol,
+        1,
+        b.ts_ns // 1_000_000_000,
+        mid2,
+        mid2,
+        mid2,
+        mid2,
+        b.bid_price,
+        b.bid_qty,
+        b.ask_price,
+        b.ask_qty,
+        spread,
+        spread,
+        spread,
+        1,
+        b.ts_ns,
+    )
+
+
+def book_latest_row(b: BookTop) -> tuple:
+    return (
+        b.market,
+        b.symbol,
+        b.ts_ns,
+        b.bid_price,
+        b.bid_qty,
+        b.ask_price,
+        b.ask_qty,
+        b.microprice,
+        b.imbalance,
+    )
+
+
+def signal_row(s: Signal, run_id: int) -> tuple:
+    return (
+        s.signal_id,
+        s.ts_ns,
+        run_id,
+        s.market,
+        s.symbol,
+        s.model,
+        float(s.value),
+        int(s.direction),
+        float(s.confidence),
+        None if s.mid is None else float(s.mid),
+        s.order_id,
+        dumps(s.features),
+    )
+
+
+def risk_row(d: RiskDecision, run_id: int) -> tuple:
+    return (
+        d.ts_ns,
+        run_id,
+        d.market,
+        d.symbol,
+        d.verdict,
+        d.reason,
+        d.order_id,
+        None if d.side is None else int(d.side),
+        d.qty_requested,
+        d.qty_approved,
+        d.price,
+        dumps(d.detail),
+    )
