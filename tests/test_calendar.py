@@ -468,6 +468,18 @@ def test_clock_random_times_match_a_linear_scan_including_backward_jumps() -> No
         assert clock.is_paused(ts) == expected
 
 
+def test_next_window_on_a_fresh_clock_and_inside_a_window() -> None:
+    config = CalendarConfig()
+    rosh_hashana = only_window(config, utc(2026, 9, 11, 12), utc(2026, 9, 13, 12))
+    tuesday = int(utc(2026, 9, 8, 12).timestamp()) * 10**9
+    friday_shabbat = CalendarClock(config).next_window(tuesday)  # nothing asked before
+    assert friday_shabbat == rosh_hashana  # 2026-09-11 evening: Rosh Hashana on Shabbat
+    inside = rosh_hashana.start_ns + 3_600 * 10**9
+    clock = CalendarClock(config)
+    assert clock.next_window(inside) == rosh_hashana
+    assert clock.next_change(inside) == rosh_hashana.end_ns
+
+
 def test_advance_reports_one_pause_and_one_resume_per_window() -> None:
     config = CalendarConfig()
     clock = CalendarClock(config)

@@ -431,20 +431,17 @@ class CalendarClock:
         return self._seg_end
 
     def next_window(self, ts_ns: int) -> PauseWindow:
-        """The window in force at ts_ns, or else the next one to begin."""
-        self._extend_to(ts_ns + 8 * 86_400 * 1_000_000_000)
-        i = bisect.bisect_right(self._starts, ts_ns) - 1
-        if i >= 0 and self._windows[i].contains(ts_ns):
-            return self._windows[i]
-        j = i + 1
-        while j >= len(self._windows):
-            self._extend_chunk()
-        return self._windows[j]
+        """The window in force at ts_ns, or else the next one to begin (e.g. to act before it)."""
+        if self.is_paused(ts_ns):
+            assert self._seg_window is not None
+            return self._seg_window
+        return self._windows[bisect.bisect_left(self._starts, self._seg_end)]
 
     def advance(self, ts_ns: int) -> PauseTransition | None:
         """Feed event time in order; returns the transition when the paused state changes.
 
         The first call only records the state (the caller reads `is_paused` to start paused or not).
+        A jump in time over a whole window (a long outage) changes no state and reports nothing.
         """
         paused = self.is_paused(ts_ns)
         previous, self._last_paused = self._last_paused, paused
