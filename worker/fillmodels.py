@@ -69,7 +69,7 @@ class LatencySpec:
         try:
             median = _duration_ns(parts[1])
             sigma = float(parts[2]) if len(parts) > 2 else 0.0
-        except (IndexError, ValueError):
+        except (IndexError, ValueError, ArithmeticError):
             raise ConfigError(name, f"KIND:DURATION[:SIGMA] like lognormal:140ms:0.1, got {text!r}") from None
         lo = median if kind == "constant" else median // 2
         spec = LatencySpec(kind, median, sigma, lo, max(median * 4, median))
