@@ -63,7 +63,9 @@ async def read_n(reader: asyncio.StreamReader, n: int, timeout: float = 10.0) ->
 async def started(path: Path, **kwargs) -> tuple[Publisher, asyncio.Task]:
     pub = Publisher(path, **kwargs)
     await pub.start()
-    return pub, asyncio.create_task(pub.run())
+    task = pub._run_task
+    assert task is not None
+    return pub, task
 
 
 async def test_client_receives_every_book_top_in_order(sock_dir):

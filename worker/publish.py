@@ -4,8 +4,9 @@ Design:
 - The hot path calls `Publisher.offer(item)`: a deque append and an event set, O(1), never blocks,
   never raises. When the publisher's own queue is full (its task is starved) the item is dropped and
   counted in `stats.queue_dropped`.
-- `Publisher.run()` is the background task: it drains the queue in batches, encodes each item ONCE
-  and writes the same bytes to every client with the transport's non-blocking `write()` (never `drain()`).
+- `Publisher.start()` binds and spawns the background task, which drains the queue in batches,
+  encodes each item ONCE and writes the same bytes to every client with the transport's non-blocking
+  `write()` (never `drain()`).
 - Each client has a bounded buffer: the bytes its transport still holds. A write that would take it past
   `client_buffer_bytes` drops that client (connection aborted, `stats.clients_dropped_slow` + 1); a
   client that never reads therefore costs at most one buffer and cannot slow the worker or the others.
@@ -177,7 +178,7 @@ class _Client:
 
 
 class Publisher:
-    """The feed server. Lifecycle: `await start()`, `run()` as a task, `offer()` freely, `await close()`."""
+    """The feed server. Lifecycle: `await start()` (binds, spawns its task), `offer()`, `await close()`."""
 
     def __init__(
         self,
@@ -250,6 +251,7 @@ class Publisher:
         except OSError as exc:
             raise ConfigError("publish.socket_path", f"a bindable socket path ({exc.strerror})") from exc
         self._inode = os.stat(self.path).st_ino
+        self._run_task = asyncio.get_running_loop().create_task(self._run(), name="feed-publisher")
         log.info("feed socket listening", extra={"socket": str(self.path)})
 
     def _prepare_path(self) -> None:
@@ -273,9 +275,8 @@ class Publisher:
         log.warning("replacing stale feed socket", extra={"socket": str(path)})
         path.unlink()
 
-    async def run(self) -> None:
+    async def _run(self) -> None:
         """Drain the queue to the clients until `close()`; never raises on a bad item or client."""
-        self._run_task = asyncio.current_task()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
