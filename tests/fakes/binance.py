@@ -201,10 +201,12 @@ class FakeBinance:
         self.rest_log: list[tuple[float, str, int]] = []
         self.weight_used = 0
         self.weight_offset = 0  # weight "other clients" of our IP spent this window
-        self._window = 0
+        self._window = int(time.time() // weight_window_s)
         self.blocked_until = 0.0
         self.requests_while_blocked = 0
         self.depth_requests = 0
+        self.refuse_ws = 0  # the next n WebSocket upgrades get HTTP 503
+        self.ws_refused = 0
         # recording mode
         self._recording: deque[tuple[str, bytes]] | None = None
         self.frames_per_step = 1
@@ -397,6 +399,10 @@ class FakeBinance:
     async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         if url.path in ROUTES:
+            if self.refuse_ws > 0:
+                self.refuse_ws -= 1
+                self.ws_refused += 1
+                return ws.respond(503, "Service Unavailable\n")
             streams = parse_qs(url.query).get("streams", [""])[0].split("/")
             allowed = USDM_ROUTE_KINDS.get(url.path)
             if not streams or not all("@" in s for s in streams):

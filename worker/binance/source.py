@@ -12,8 +12,9 @@ Design and invariants:
   weight, 429 and 418); at most `max_concurrent_snapshots` run at once.
 - A malformed frame (bad JSON, unknown stream, off-grid price) is counted and logged in one line, and
   dropped. Nothing in a frame can stop the source.
-- A dropped connection emits `FeedStatus(DISCONNECTED)` for every symbol it carried, so the Engine
-  resyncs exactly those books; the book's own sequence check catches whatever else was lost.
+- A dropped connection (or one the per-stream watchdog closed) emits `FeedStatus(DISCONNECTED)` for
+  every symbol it carried, so the Engine resyncs exactly those books; the book's own sequence check
+  catches whatever else was lost.
 - Rotation (see `stream.py`): while two lanes of a connection overlap, a per-(symbol, kind) `_Gate`
   passes the old lane's events until the new lane's sequence joins on (spot depth `U <= last+1`, USD-M
   `pu == last`, trade id `<= last+1`), then only the new lane's; duplicates are dropped by id. When
@@ -110,8 +111,11 @@ class _Gate:
             return []  # an old lane after the switch
         if gen <= primary_gen or self.last is None:  # the old lane is gone, or never carried this
             return self._switch(gen, [event])
-        if seq <= self.last:
+        if seq < self.last:
             return []  # the new lane repeats what the old one already gave
+        if seq == self.last:  # both lanes stand at the same event: follow the new one from here
+            self._switch(gen, [])
+            return []
         if not self.held and self._joins(event, self.last):
             return self._switch(gen, [event])
         self.held.append(event)
@@ -357,14 +361,14 @@ class LiveSource:
         client = lane.client
         if lane.gen != client.primary_gen:
             return  # a rotation lane: the books still follow the old one
+        if not any("@depth" in s for s in lane.spec.streams):
+            return  # a trades-only connection (USD-M /market): no book depends on its continuity
         now = time.time_ns()
         if event is LaneEvent.CLOSED:
             self.counters.disconnects += 1
             for symbol in lane.spec.symbols:
                 await self._put(FeedStatus(symbol, lane.spec.market, FeedState.DISCONNECTED, detail, now))
-        elif event is LaneEvent.STALE:
-            symbol = detail.split("@", 1)[0].upper()
-            await self._put(FeedStatus(symbol, lane.spec.market, FeedState.STALE, detail, now))
+        # LaneEvent.STALE needs nothing here: the lane closes the connection, and CLOSED resyncs.
         elif event is LaneEvent.OPENED and lane.connects > 1:
             for symbol in lane.spec.symbols:
                 await self._put(FeedStatus(symbol, lane.spec.market, FeedState.CONNECTED, detail, now))

@@ -109,6 +109,7 @@ class Lane:
         self.connects = 0
         self.last_frame: dict[str, float] = {}
         self.retiring = False
+        self.stale_reason = ""
         self.task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -147,6 +148,7 @@ class Lane:
             await c.on_state(self, LaneEvent.OPENED, "connected")
             watchdog = asyncio.create_task(self._watchdog(ws), name=f"watchdog {self.spec.name}#{self.gen}")
             reason = "closed"
+            self.stale_reason = ""
             try:
                 async for message in ws:
                     recv_ns = time.time_ns()
@@ -160,6 +162,7 @@ class Lane:
             except ConnectionClosed as exc:
                 reason = f"connection lost: {exc}"
             finally:
+                reason = self.stale_reason or reason
                 watchdog.cancel()
                 self.ws = None
             if self.retiring:
@@ -188,6 +191,7 @@ class Lane:
                     c.counters.stale_by_stream[s] = c.counters.stale_by_stream.get(s, 0) + 1
                     log.warning("%s#%d stream %s silent for %.1f s", self.spec.name, self.gen, s, limits[s])
                     await c.on_state(self, LaneEvent.STALE, s)
+                self.stale_reason = f"reconnect: {', '.join(silent)} silent"
                 await ws.close(code=1000, reason="stale stream")  # the run loop reconnects
                 return
 

@@ -1,0 +1,400 @@
+"""The live path against the loopback Binance stand-in, one fault at a time.
+
+Every test runs the real worker loop (`worker.app.App`: source -> Engine -> sinks) against
+`tests.fakes.binance.FakeBinance` through the same code as Binance (only URLs differ), injects a fault,
+and checks that (1) the loop is still running, (2) the book ends LIVE and equal, level for level, to the
+stand-in's TRUE book, and (3) the gap/resync/reconnect counters say what happened.
+No sleeps as synchronization: `until()` waits on a condition, re-checked whenever the loop processes an
+event, with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.fakes.binance import FakeBinance
+from worker.app import App
+from worker.binance.endpoints import Endpoints, connection_specs
+from worker.binance.rest import BinanceRest, RestError, WeightBudget
+from worker.binance.source import LiveSource
+from worker.binance.stream import full_jitter_delays
+from worker.book import SymbolBook, SyncState
+from worker.engine import Engine
+from worker.events import Market
+
+pytestmark = pytest.mark.timeout(30)
+
+SPOT, USDM = Market.SPOT, Market.USDM
+FAST_STREAMS = {"backoff_base": 0.02, "backoff_cap": 0.1, "stable_s": 0.05, "close_timeout": 0.5}
+
+
+class Live:
+    """The worker loop wired to a stand-in; `until()` waits on conditions the loop makes true."""
+
+    def __init__(
+        self,
+        fake: FakeBinance,
+        market: Market,
+        symbols: list[str],
+        *,
+        stream_options: dict[str, Any] | None = None,
+        rest_options: dict[str, Any] | None = None,
+        book_ticker: bool = False,
+    ) -> None:
+        self.fake = fake
+        self.market = market
+        self.symbols = symbols
+        self.stream_options = FAST_STREAMS | (stream_options or {})
+        self.rest_options = {"backoff_base": 0.02, "backoff_cap": 0.1, "timeout": 2.0} | (rest_options or {})
+        self.book_ticker = book_ticker
+        self.progress = asyncio.Event()
+
+    async def __aenter__(self) -> Live:
+        endpoints = self.fake.endpoints()
+        self.rest = BinanceRest(self.market, endpoints, **self.rest_options)
+        instruments = await self.rest.instruments(self.symbols)  # exchangeInfo from the stand-in
+        self.engine = Engine(instruments)
+        self.source = LiveSource(
+            self.engine,
+            self.market,
+            self.symbols,
+            endpoints=endpoints,
+            instruments=instruments,
+            rest=self.rest,
+            book_ticker=self.book_ticker,
+            stream_options=self.stream_options,
+        )
+        self.app = App(self.source, self.engine, [self._tick])
+        self.task = asyncio.create_task(self.app.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.app.stop.set()
+        await asyncio.wait_for(self.task, 5)
+        await self.rest.aclose()
+
+    def _tick(self, event: object, outputs: list[Any]) -> None:
+        self.progress.set()
+
+    async def until(self, cond: Callable[[], bool], what: str, timeout: float = 8.0) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while not cond():
+                    assert not self.task.done(), f"worker loop exited: {self.task}"
+                    self.progress.clear()
+                    # re-check at least every 50 ms: some conditions (REST counters) change without an event
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.progress.wait(), 0.05)
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}; stats={self.source.stats()}") from None
+
+    def book(self, symbol: str = "BTCUSDT") -> SymbolBook:
+        book = self.engine.symbol_book(self.market, symbol)
+        assert book is not None, f"no book for {symbol} yet"
+        return book
+
+    def live(self, symbol: str = "BTCUSDT") -> bool:
+        book = self.engine.symbol_book(self.market, symbol)
+        return book is not None and book.state is SyncState.LIVE
+
+    def stats(self) -> dict[str, Any]:
+        return self.source.stats()
+
+    async def assert_equal_to_truth(self) -> None:
+        """Stop the stand-in's data, let the book catch up, and compare every level."""
+        await self.until(lambda: all(self.live(s) for s in self.symbols), "all books LIVE")
+        self.fake.pause()
+        for symbol in self.symbols:
+            bids, asks, last_id = self.fake.true_levels(self.market, symbol)
+            await self.until(
+                lambda s=symbol, i=last_id: self.live(s) and self.book(s).book.last_update_id == i,
+                f"{symbol} to reach update {last_id}",
+            )
+            book = self.book(symbol).book
+            assert book.bids() == bids and book.asks() == asks, f"{symbol} differs from the true book"
+        assert not self.task.done(), "the worker loop exited"
+
+
+# --- the happy path, both markets ---
+
+
+@pytest.mark.parametrize("market", [SPOT, USDM])
+async def test_syncs_and_matches_true_book(market: Market) -> None:
+    async with FakeBinance([(market, "BTCUSDT")]) as fake, Live(fake, market, ["BTCUSDT"]) as live:
+        await live.assert_equal_to_truth()
+        book = live.book()
+        assert (book.gaps, book.resyncs, book.syncs) == (0, 0, 1)
+        assert live.stats()["snapshot_requests"] == 1
+        assert live.stats()["reconnects"] == 0
+        # USD-M: depth on /public, trades on /market (the stand-in refuses anything else)
+        routes = sorted(c.route for c in fake.conns)
+        assert routes == (["/stream"] if market is SPOT else ["/market/stream", "/public/stream"])
+        assert live.engine.symbol_summary(live.engine._symbols[market]["BTCUSDT"])["trades"] > 0
+
+
+# --- WebSocket faults ---
+
+
+@pytest.mark.parametrize("market", [SPOT, USDM])
+async def test_dropped_connection_reconnects_and_resyncs(market: Market) -> None:
+    async with FakeBinance([(market, "BTCUSDT")]) as fake, Live(fake, market, ["BTCUSDT"]) as live:
+        await live.until(live.live, "first sync")
+        dropped = await fake.drop_connections()
+        assert dropped == (1 if market is SPOT else 2)
+        await live.until(lambda: live.stats()["reconnects"] == dropped, "reconnects")
+        await live.until(lambda: live.book().syncs == 2 and live.live(), "second sync")
+        await live.assert_equal_to_truth()
+        stats, book = live.stats(), live.book()
+        assert stats["drops"] == dropped
+        assert stats["disconnects"] == 1  # only the depth connection's drop resyncs the book
+        assert book.resyncs == 1 and book.resync_reasons == {"feed disconnected": 1}
+        assert stats["snapshot_requests"] == 2
+
+
+async def test_gap_resyncs_only_that_symbol() -> None:
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    async with (
+        FakeBinance([(SPOT, s) for s in symbols]) as fake,
+        Live(fake, SPOT, symbols) as live,
+    ):
+        await live.until(lambda: live.live("BTCUSDT") and live.live("ETHUSDT"), "both LIVE")
+        fake.skip_updates("BTCUSDT", 3)
+        await live.until(lambda: live.book("BTCUSDT").gaps == 1, "the gap")
+        await live.assert_equal_to_truth()
+        btc, eth = live.book("BTCUSDT"), live.book("ETHUSDT")
+        assert (btc.gaps, btc.resyncs, btc.syncs) == (1, 1, 2)
+        assert (eth.gaps, eth.resyncs, eth.syncs) == (0, 0, 1)
+        assert live.stats()["reconnects"] == 0
+
+
+async def test_duplicated_frames_are_ignored() -> None:
+    async with FakeBinance() as fake, Live(fake, SPOT, ["BTCUSDT"]) as live:
+        await live.until(live.live, "sync")
+        fake.duplicate_next(3)
+        await live.until(lambda: live.book().ignored_old >= 3, "duplicates seen")
+        await live.assert_equal_to_truth()
+        book = live.book()
+        assert (book.gaps, book.resyncs, book.ignored_old) == (0, 0, 3)
+
+
+@pytest.mark.parametrize("market", [SPOT, USDM])
+async def test_out_of_order_frame_is_a_gap_and_resyncs(market: Market) -> None:
+    async with FakeBinance([(market, "BTCUSDT")]) as fake, Live(fake, market, ["BTCUSDT"]) as live:
+        await live.until(live.live, "sync")
+        fake.reorder_next()
+        await live.until(lambda: live.book().gaps == 1, "the gap")
+        await live.assert_equal_to_truth()
+        book = live.book()
+        assert (book.gaps, book.resyncs, book.syncs) == (1, 1, 2)
+        assert live.stats()["snapshot_requests"] == 2
+
+
+async def test_malformed_frames_are_counted_and_dropped() -> None:
+    async with FakeBinance() as fake, Live(fake, SPOT, ["BTCUSDT"]) as live:
+        await live.until(live.live, "sync")
+        await fake.send_malformed(
+            ['{"stream":"btcusdt@trade","data":{"e":"trade","p":"1.001"}}', "]]", "{}x"]
+        )
+        await live.until(lambda: live.stats()["malformed"] == 3, "3 malformed frames counted")
+        await live.assert_equal_to_truth()
+        book = live.book()
+        assert (book.gaps, book.resyncs) == (0, 0)
+        assert live.stats()["reconnects"] == 0
+
+
+@pytest.mark.parametrize("kind", ["depth", "trade"])
+async def test_silence_watchdog_is_per_stream(kind: str) -> None:
+    options = {"watchdog_s": {"depth": 5.0, "trade": 5.0, "bookTicker": 5.0, kind: 0.3}}
+    async with FakeBinance() as fake, Live(fake, SPOT, ["BTCUSDT"], stream_options=options) as live:
+        await live.until(live.live, "sync")
+        fake.silence(kind)  # the other stream on the same connection keeps flowing
+        await live.until(lambda: live.stats()["reconnects"] == 1, "the watchdog's reconnect")
+        await live.assert_equal_to_truth()
+        client = live.source.clients["spot"]
+        stream = "btcusdt@depth@100ms" if kind == "depth" else "btcusdt@trade"
+        assert client.counters.stale_by_stream == {stream: 1}
+        assert live.book().resyncs == 1  # a new connection means a new diff chain: resync
+
+
+async def test_server_pings_are_answered() -> None:
+    async with (
+        FakeBinance(ping_interval=0.05) as fake,
+        Live(fake, SPOT, ["BTCUSDT"], stream_options={"ping_interval": None}) as live,
+    ):
+        await live.until(live.live, "sync")
+        # the stand-in closes a connection whose pong is late (ping_timeout = interval); latency > 0
+        # means it measured a pong to its own ping
+        await live.until(lambda: fake.conns and fake.conns[0].ws.latency > 0, "a pong to the server's ping")
+        await live.assert_equal_to_truth()
+        assert live.stats()["drops"] == 0 and fake.connections_total == 1
+
+
+async def test_refused_upgrades_are_retried_with_backoff() -> None:
+    async with FakeBinance() as fake:
+        fake.refuse_ws = 3  # HTTP 503 on the WebSocket upgrade: websockets retries with our delays
+        async with Live(fake, SPOT, ["BTCUSDT"]) as live:
+            await live.assert_equal_to_truth()
+            assert fake.ws_refused == 3
+            assert live.stats()["reconnects"] == 0  # three failed attempts, then one connection
+
+
+def test_full_jitter_delays_are_capped() -> None:
+    delays = full_jitter_delays(0.5, 4.0)()
+    values = [next(delays) for _ in range(200)]
+    for n, value in enumerate(values):
+        assert 0.0 <= value <= min(4.0, 0.5 * 2**n)
+    assert max(values[10:]) > 2.0  # the cap is reached, not just approached
+    assert len(set(values)) == len(values)  # jittered, not a fixed schedule
+
+
+@pytest.mark.parametrize("market", [SPOT, USDM])
+async def test_rotation_opens_new_connection_before_closing_old(market: Market) -> None:
+    options = {"handoff_timeout_s": 5.0}
+    async with (
+        FakeBinance([(market, "BTCUSDT")]) as fake,
+        Live(fake, market, ["BTCUSDT"], stream_options=options) as live,
+    ):
+        await live.until(live.live, "sync")
+        before = fake.connections_total
+        for client in live.source.clients.values():
+            client.rotate_now()
+        await live.until(lambda: live.stats()["rotations"] == len(live.source.clients), "rotations")
+        await live.assert_equal_to_truth()
+        book, stats = live.book(), live.stats()
+        assert (book.gaps, book.resyncs, book.syncs) == (0, 0, 1)
+        assert stats["handoff_timeouts"] == 0 and stats["disconnects"] == 0
+        assert fake.connections_total == 2 * before and len(fake.conns) == before
+        assert stats["snapshot_requests"] == 1
+
+
+# --- REST faults ---
+
+
+@pytest.mark.parametrize(
+    ("fault", "value", "counter"),
+    [
+        ("429", 0.4, "http_429"),
+        ("418", 0.4, "http_418"),
+        ("500", 0.0, "http_5xx"),
+        ("503", 0.0, "http_5xx"),
+        ("slow", 1.0, "rest_timeouts"),
+        ("garbage", 0.0, "malformed_snapshots"),
+    ],
+)
+async def test_snapshot_faults(fault: str, value: float, counter: str) -> None:
+    async with FakeBinance() as fake:
+        fake.rest_fault(fault, value)
+        async with Live(fake, SPOT, ["BTCUSDT"], rest_options={"timeout": 0.3}) as live:
+            await live.assert_equal_to_truth()
+            stats = live.stats()
+            assert stats[counter] == 1
+            assert fake.depth_requests == 2  # the faulty answer, then one good one
+            assert fake.requests_while_blocked == 0  # nothing sent during Retry-After or a ban
+            if fault in ("429", "418"):
+                depth = [t for t, path, _ in fake.rest_log if path.endswith("/depth")]
+                assert depth[1] - depth[0] >= value  # the wait was honoured
+            assert live.book().syncs == 1
+
+
+async def test_weight_budget_waits_for_next_window_instead_of_429() -> None:
+    clock = [1_000_040.0]  # 20 s into a minute window (1_000_020 is a boundary)
+
+    async def travel(seconds: float) -> None:  # time passes: the venue's window rolls over too
+        clock[0] += seconds
+        fake.weight_used = 0
+        await asyncio.sleep(0)
+
+    async with FakeBinance(weight_limit=1000, weight_window_s=10**9) as fake:
+        fake.weight_used = 900  # another client on our IP spent most of this minute
+        budget = WeightBudget(1000, headroom=0.8, clock=lambda: clock[0], sleep=travel)
+        async with Live(fake, SPOT, ["BTCUSDT"], rest_options={"budget": budget}) as live:
+            await live.assert_equal_to_truth()
+            assert budget.waits == 1 and 39.9 < budget.waited_s < 40.1
+            assert live.stats()["http_429"] == 0
+
+
+def test_weight_budget_follows_the_header() -> None:
+    now = [120.0]
+    budget = WeightBudget(100, headroom=1.0, clock=lambda: now[0])
+    budget.observe("70")
+    assert budget.used == 70
+    budget.observe("junk")  # unreadable: ignored, not fatal
+    assert budget.used == 70
+    now[0] = 180.0  # next minute: Binance's counter restarts
+    budget.observe(None)
+    budget._roll()
+    assert budget.used == 0
+
+
+async def test_rest_client_error_is_not_retried() -> None:
+    async with FakeBinance() as fake:
+        rest = BinanceRest(SPOT, fake.endpoints(), backoff_base=0.01)
+        with pytest.raises(RestError) as info:
+            await rest.depth("NOPEUSDT")
+        assert info.value.status == 400 and rest.counters.requests == 1
+        fake.rest_fault("500")
+        fake.rest_fault("500")
+        rest.max_attempts = 2
+        with pytest.raises(RestError, match="giving up after 2 attempts"):
+            await rest.depth("BTCUSDT")
+        await rest.aclose()
+
+
+def test_connection_specs_follow_the_2026_usdm_split() -> None:
+    ep = Endpoints(usdm_depth_speed="0ms")
+    (spot,) = connection_specs(ep, SPOT, ["btcusdt"])
+    assert spot.url == "wss://stream.binance.com:9443/stream?streams=btcusdt@depth@100ms/btcusdt@trade"
+    public, market = connection_specs(ep, USDM, ["BTCUSDT", "ethusdt"], book_ticker=True)
+    assert public.url == (
+        "wss://fstream.binance.com/public/stream?streams="
+        "btcusdt@depth@0ms/btcusdt@bookTicker/ethusdt@depth@0ms/ethusdt@bookTicker"
+    )
+    assert market.url == "wss://fstream.binance.com/market/stream?streams=btcusdt@trade/ethusdt@trade"
+    many = connection_specs(ep, SPOT, [f"s{i}usdt" for i in range(150)], max_streams=200)
+    assert [len(s.symbols) for s in many] == [100, 50]
+
+
+# --- the command itself ---
+
+
+async def test_run_command_stops_cleanly_on_sigterm() -> None:
+    async with FakeBinance() as fake:
+        ep = fake.endpoints()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "worker",
+            "run",
+            "--symbols",
+            "btcusdt",
+            "--spot-ws",
+            ep.spot_ws,
+            "--spot-rest",
+            ep.spot_rest,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert proc.stdout is not None
+        seen = []
+        async with asyncio.timeout(15):
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                assert line, f"worker exited early: {seen}"
+                seen.append(line)
+                if "is live" in line:
+                    break
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            rest = (await proc.stdout.read()).decode()
+            code = await proc.wait()
+        assert code == 0, rest
+        assert "shutting down" in rest
