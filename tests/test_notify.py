@@ -235,3 +235,25 @@ def test_builders():
     assert "after 1h 1m" in notify.stopped("SIGTERM", 3660)
     assert "BTCUSDT, ETHUSDT" in notify.started("0.1.0", ["BTCUSDT", "ETHUSDT"])
     assert len(notify.error("x", "y" * 10_000)) == notify.MAX_TEXT
+
+
+async def test_keyed_alerts_are_suppressed_inside_their_cooldown(fake):
+    n = Notifier(config(fake))
+    assert n.offer("stale BTC", key="stale:BTCUSDT", cooldown_s=60)
+    assert not n.offer("stale BTC again", key="stale:BTCUSDT", cooldown_s=60)
+    assert n.offer("stale ETH", key="stale:ETHUSDT", cooldown_s=60)
+    assert n.offer("stale BTC, no cooldown", key="stale:BTCUSDT", cooldown_s=0)
+    assert n.stats.suppressed == 1 and n.queue_depth == 3
+    await n.close()  # never started: the queued notes are counted as lost, not silently forgotten
+    assert n.stats.failed == 3 and n.queue_depth == 0
+
+
+def test_storm_detector_reports_once_per_storm():
+    storms = notify.StormDetector(threshold=3, window_s=60)
+    seen = [storms.observe("spot:BTCUSDT", t) for t in (0, 10, 20, 30, 40)]
+    assert seen == [None, None, 3, None, None]
+    assert storms.observe("usdm:BTCUSDT", 20) is None  # keys are independent
+    assert storms.observe("spot:BTCUSDT", 200) is None  # window emptied: calm again
+    assert [storms.observe("spot:BTCUSDT", t) for t in (210, 220)] == [None, 3]
+    with pytest.raises(ConfigError):
+        notify.StormDetector(threshold=1)

@@ -237,3 +237,19 @@ async def test_tail_reports_missing_socket(sock_dir):
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 1 and b"cannot connect" in err and out == b""
+
+
+async def test_clients_beyond_the_limit_are_refused(sock_dir):
+    pub, task = await started(sock_dir / "f.sock", max_clients=1)
+    r1, w1 = await asyncio.open_unix_connection(str(sock_dir / "f.sock"))
+    await pub.wait_for_clients(1)
+    r2, w2 = await asyncio.open_unix_connection(str(sock_dir / "f.sock"))
+    assert await r2.read() == b""  # refused: closed without a hello
+    assert pub.stats.clients_refused == 1 and pub.client_count == 1
+    pub.offer(top(1))
+    got = await read_n(r1, 2)
+    assert [m["type"] for m in got] == ["hello", "book_top"]
+    w1.close()
+    w2.close()
+    await pub.close()
+    await task

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -200,6 +201,38 @@ def daily_summary(day: str, figures: Mapping[str, Any]) -> str:
     return _cut("\n".join(lines))
 
 
+class StormDetector:
+    """Counts events (book resyncs, reconnects) per key in a sliding window; reports a storm once.
+
+    `observe(key, now_s)` returns the count when it first reaches `threshold` inside `window_s`, then
+    stays quiet for that key until the window has emptied below the threshold again. Time comes from
+    the caller (event receive time), so it is deterministic in replay.
+    """
+
+    def __init__(self, threshold: int = 5, window_s: float = 300.0) -> None:
+        if threshold < 2:
+            raise ConfigError("alerts.resync_storm_threshold", "at least 2")
+        if not window_s > 0:
+            raise ConfigError("alerts.resync_storm_window_s", "a positive number of seconds")
+        self.threshold = threshold
+        self.window_s = window_s
+        self._events: dict[str, deque[float]] = {}
+        self._storming: set[str] = set()
+
+    def observe(self, key: str, now_s: float) -> int | None:
+        events = self._events.setdefault(key, deque())
+        events.append(now_s)
+        while events and events[0] <= now_s - self.window_s:
+            events.popleft()
+        if len(events) < self.threshold:
+            self._storming.discard(key)
+            return None
+        if key in self._storming:
+            return None
+        self._storming.add(key)
+        return len(events)
+
+
 # --- sender ------------------------------------------------------------------------------------------
 
 
@@ -216,6 +249,7 @@ class NotifierStats:
     rate_limited: int = 0  # 429 answers obeyed
     retries: int = 0  # retried attempts after a timeout / 5xx / network error
     errors: int = 0  # unexpected exceptions inside the sender (logged, survived)
+    suppressed: int = 0  # keyed repeats inside their cooldown
 
 
 @dataclass(slots=True)
@@ -249,6 +283,7 @@ class Notifier:
         self._queue: deque[_Note] = deque()
         self._wakeup = asyncio.Event()
         self._next_allowed: dict[str, float] = {}
+        self._last_by_key: dict[str, float] = {}
         self._closing = False
         self._run_task: asyncio.Task | None = None
         self._client: httpx.AsyncClient | None = None
@@ -266,7 +301,18 @@ class Notifier:
         return len(self._queue)
 
     # -- hot path -------------------------------------------------------------------------------------
-    def offer(self, text: str, chat_id: str | int | None = None) -> bool:
+    def offer(
+        self, text: str, chat_id: str | int | None = None, key: str | None = None, cooldown_s: float = 300.0
+    ) -> bool:
+        """Queue a text. With `key` (e.g. "stale:BTCUSDT"), repeats within `cooldown_s` are suppressed
+        and counted, so a condition that persists alerts once, not on every tick."""
+        if key is not None:
+            now = time.monotonic()
+            last = self._last_by_key.get(key)
+            if last is not None and now - last < cooldown_s:
+                self.stats.suppressed += 1
+                return False
+            self._last_by_key[key] = now
         return self._offer(_Note("text", text=_cut(text), chat_id=self._chat(chat_id)))
 
     def offer_fill(self, fill: FillNote, chat_id: str | int | None = None) -> bool:
@@ -329,13 +375,12 @@ class Notifier:
         self._closing = True
         self._wakeup.set()
         task = self._run_task
-        if task is None or task.done():
-            return
-        done, _ = await asyncio.wait([task], timeout=flush_timeout)
-        if not done:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if task is not None and not task.done():
+            done, _ = await asyncio.wait([task], timeout=flush_timeout)
+            if not done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._queue:
             self.stats.failed += len(self._queue)
             log.warning("telegram notes dropped at shutdown", extra={"count": len(self._queue)})
