@@ -62,6 +62,7 @@ HEADER = struct.Struct(">I")
 MAX_UNIX_PATH = 107  # sun_path is 108 bytes on Linux, including the NUL
 
 # Class name of a dataclass item -> message type, so callers can offer domain objects as they are.
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # dataclasses.fields() is slow; encoding is per item
 _TYPE_BY_CLASS = {"BookTop": "book_top", "Fill": "fill", "FeedStatus": "status", "Features": "features"}
 
 
@@ -143,7 +144,10 @@ def _as_message(item: Any, kind: str | None) -> dict:
     if isinstance(item, Mapping):
         message = dict(item)
     elif dataclasses.is_dataclass(item) and not isinstance(item, type):
-        message = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
+        names = _FIELD_NAMES.get(type(item))
+        if names is None:
+            names = _FIELD_NAMES[type(item)] = tuple(f.name for f in dataclasses.fields(item))
+        message = {name: getattr(item, name) for name in names}
     else:
         raise TypeError(f"cannot publish {type(item).__name__}: pass a mapping or a dataclass")
     if kind is not None:
