@@ -34,7 +34,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
@@ -231,7 +231,7 @@ class StoreWriter:
         """Open (refusing bad files), recover state, record this run, start draining. Returns the recovery."""
         state, run_id = await asyncio.to_thread(self._open_sync)
         self.recovered, self.run_id = state, run_id
-        self._positions = {symbol: Position(**vars(p)) for (_, symbol), p in state.positions.items()}
+        self._positions = {symbol: replace(p) for (_, symbol), p in state.positions.items()}
         self._peak = state.equity_peak
         self._max_fill_id_at_open = state.max_fill_id
         self._last_event_ns = state.last_event_ns
