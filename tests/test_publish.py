@@ -253,3 +253,38 @@ async def test_clients_beyond_the_limit_are_refused(sock_dir):
     w2.close()
     await pub.close()
     await task
+
+
+async def test_engine_outputs_are_published_in_the_documented_shape(sock_dir):
+    from worker.book import SyncState
+    from worker.engine import BookTop as EngineTop
+    from worker.engine import SyncChange
+    from worker.events import FeedState, FeedStatus, Market
+
+    pub, task = await started(sock_dir / "f.sock")
+    reader, writer = await asyncio.open_unix_connection(str(sock_dir / "f.sock"))
+    await pub.wait_for_clients(1)
+    engine_top = EngineTop("BTCUSDT", Market.SPOT, 77, 100, 5, 103, 2, 0.4, 101.2, 11, 22)
+    assert pub.offer_book_top(engine_top)
+    assert not pub.offer_book_top(engine_top)
+    moved = EngineTop("BTCUSDT", Market.SPOT, 78, 100, 5, 103, 2, -0.1, 101.0, 12, 23)
+    assert pub.offer_book_top(moved)  # only the imbalance changed: still a change
+    sync = SyncChange("BTCUSDT", Market.SPOT, SyncState.LIVE, "snapshot", 30)
+    pub.offer(sync)
+    pub.offer(FeedStatus("BTCUSDT", Market.SPOT, FeedState.STALE, "no frames for 10s", 40))
+    got = await read_n(reader, 5)
+    top_msg = got[1]
+    assert top_msg == {
+        "type": "book_top", "symbol": "BTCUSDT", "market": "spot", "ts_ns": 22, "update_id": 77,
+        "bid_px": 100, "bid_qty": 5, "ask_px": 103, "ask_qty": 2, "mid2": 203, "mid": 101.5,
+        "spread": 3, "imbalance": 0.4, "microprice": 101.2, "exchange_ns": 11,
+    }  # fmt: skip
+    assert got[2]["update_id"] == 78
+    assert got[3] == {
+        "type": "status", "component": "book", "symbol": "BTCUSDT", "market": "spot",
+        "state": "live", "reason": "snapshot", "ts_ns": 30,
+    }  # fmt: skip
+    assert got[4]["component"] == "feed" and got[4]["state"] == "stale" and got[4]["ts_ns"] == 40
+    writer.close()
+    await pub.close()
+    await task

@@ -23,12 +23,16 @@ Prices are integer ticks and quantities integer lots of the symbol's instrument 
                worker passes as `hello` (e.g. `instruments: {symbol: {tick_size, step_size}}`).
 - `book_top`   `symbol, market, ts_ns, update_id, bid_px, bid_qty, ask_px, ask_qty, mid2` (bid+ask in
                ticks, exact), `mid` (float ticks), `spread` (ticks), `imbalance` (float in [-1, 1] over
-               the top levels, or nil). Sent when the top (prices or quantities) changed.
+               the top levels, or nil), `microprice` (float ticks or nil), `exchange_ns` (or nil).
+               Sent when the top (prices, quantities or imbalance) changed. `offer_book_top` takes this
+               module's `BookTop` or the engine's `worker.engine.BookTop` (converted when encoded).
 - `features`   `symbol, ts_ns, values: {name: float}`.
 - `signal`     `symbol, ts_ns, name, value` (float) plus strategy-specific keys (e.g. `side`, `reason`).
 - `fill`       the fields of `worker.orders.Fill` (`fill_id, order_id, symbol, side` (+1/-1), `price`,
                `qty`, `fee` (1e-8 units of `fee_asset`), `liquidity, ts_ns, model, latency_ns, ...`).
-- `status`     `ts_ns, component` (feed/book/risk/trading/...), `state`, `reason`, optional `symbol`.
+- `status`     `ts_ns, component` (feed/book/risk/trading/...), `state`, `reason`, optional `symbol`,
+               `market` (`worker.events.FeedStatus` -> component "feed", the engine's `SyncChange` ->
+               "book"). Items carrying `recv_ns` but no `ts_ns` get `ts_ns = recv_ns`.
 Any mapping with a `"type"` key is sent as is; dataclasses are sent as their fields; enums as values.
 """
 
@@ -63,7 +67,15 @@ MAX_UNIX_PATH = 107  # sun_path is 108 bytes on Linux, including the NUL
 
 # Class name of a dataclass item -> message type, so callers can offer domain objects as they are.
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # dataclasses.fields() is slow; encoding is per item
-_TYPE_BY_CLASS = {"BookTop": "book_top", "Fill": "fill", "FeedStatus": "status", "Features": "features"}
+_TYPE_BY_CLASS = {
+    "BookTop": "book_top",
+    "Fill": "fill",
+    "FeedStatus": "status",
+    "SyncChange": "status",
+    "Features": "features",
+}
+# Status-like domain objects say which component changed state.
+_COMPONENT_BY_CLASS = {"FeedStatus": "feed", "SyncChange": "book"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,6 +94,30 @@ class BookTop:
     mid: float | None
     spread: int | None
     imbalance: float | None
+    microprice: float | None = None
+    exchange_ns: int | None = None
+
+
+def engine_top_message(top: Any) -> dict[str, Any]:
+    """The `book_top` message for a `worker.engine.BookTop` (fields `bid`, `ask`, `recv_ns`, ...)."""
+    mid2 = top.bid + top.ask
+    return {
+        "type": "book_top",
+        "symbol": top.symbol,
+        "market": str(top.market),
+        "ts_ns": top.recv_ns,
+        "update_id": top.update_id,
+        "bid_px": top.bid,
+        "bid_qty": top.bid_qty,
+        "ask_px": top.ask,
+        "ask_qty": top.ask_qty,
+        "mid2": mid2,
+        "mid": mid2 / 2,
+        "spread": top.ask - top.bid,
+        "imbalance": top.imbalance,
+        "microprice": top.microprice,
+        "exchange_ns": top.exchange_ns,
+    }
 
 
 def book_top(book: Any, symbol: str, market: str, ts_ns: int, depth: int = 5) -> BookTop:
@@ -102,6 +138,7 @@ def book_top(book: Any, symbol: str, market: str, ts_ns: int, depth: int = 5) ->
         mid=mid2 / 2 if mid2 is not None else None,
         spread=book.spread(),
         imbalance=book.imbalance(depth),
+        microprice=book.microprice(),
     )
 
 
@@ -141,6 +178,8 @@ def decode_stream(buffer: bytearray) -> list[dict]:
 
 
 def _as_message(item: Any, kind: str | None) -> dict:
+    if kind == "book_top" and not isinstance(item, (BookTop, Mapping)) and hasattr(item, "bid"):
+        return engine_top_message(item)
     if isinstance(item, Mapping):
         message = dict(item)
     elif dataclasses.is_dataclass(item) and not isinstance(item, type):
@@ -150,10 +189,15 @@ def _as_message(item: Any, kind: str | None) -> dict:
         message = {name: getattr(item, name) for name in names}
     else:
         raise TypeError(f"cannot publish {type(item).__name__}: pass a mapping or a dataclass")
+    cls = type(item).__name__
     if kind is not None:
         message["type"] = kind
     elif "type" not in message:
-        message["type"] = _TYPE_BY_CLASS.get(type(item).__name__, type(item).__name__.lower())
+        message["type"] = _TYPE_BY_CLASS.get(cls, cls.lower())
+    if cls in _COMPONENT_BY_CLASS:
+        message.setdefault("component", _COMPONENT_BY_CLASS[cls])
+    if "ts_ns" not in message and "recv_ns" in message:
+        message["ts_ns"] = message.pop("recv_ns")
     return message
 
 
@@ -228,10 +272,14 @@ class Publisher:
             self._wakeup.set()
         return True
 
-    def offer_book_top(self, top: BookTop) -> bool:
-        """Offer `top` only if it differs from the last one offered for its symbol (prices or sizes)."""
-        key = (top.market, top.symbol)
-        value = (top.bid_px, top.bid_qty, top.ask_px, top.ask_qty)
+    def offer_book_top(self, top: Any) -> bool:
+        """Offer `top` (ours or the engine's BookTop) unless its prices, sizes and imbalance equal the
+        last one offered for its symbol: clients get every change, not every diff."""
+        key = (str(top.market), top.symbol)
+        if isinstance(top, BookTop):
+            value = (top.bid_px, top.bid_qty, top.ask_px, top.ask_qty, top.imbalance)
+        else:
+            value = (top.bid, top.bid_qty, top.ask, top.ask_qty, top.imbalance)
         if self._last_top.get(key) == value:
             self.stats.book_tops_unchanged += 1
             return False
