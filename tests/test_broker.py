@@ -657,36 +657,44 @@ def test_the_queue_property_stream_does_separate_the_models():
     assert queue_run("probabilistic", Side.BUY, 10000, 5, events) > 0
 
 
+def check_fills(got, book, broker: Broker, prices: dict, trade: Trade | None = None) -> int:
+    """The fill rules every fill must obey, judged on the book (or trade) it happened on."""
+    n = 0
+    for f in got:
+        if not hasattr(f, "fill_id") or isinstance(f, Markout):
+            continue
+        n += 1
+        order_price = prices[f.order_id]
+        if f.liquidity is Liquidity.TAKER:
+            level = book.ask_qty(f.price) if f.side is Side.BUY else book.bid_qty(f.price)
+            assert level >= f.qty, "a taker fill must take liquidity that is in the book"
+            if order_price is not None:
+                assert (order_price - f.price) * f.side >= 0, "never beyond the limit"
+        else:
+            assert f.price == order_price, "makers fill at their limit"
+            reached = trade is not None and (f.price - trade.price) * f.side >= 0
+            opp = book.best_ask() if f.side is Side.BUY else book.best_bid()
+            crossed = opp is not None and (f.price - opp[0]) * f.side >= 0
+            assert reached or crossed, "a resting order fills only on a trade at/through it or a cross"
+        # The venue's book is the public one plus our own resting orders (a sweep can leave our
+        # remainder resting beyond the public levels we consumed).
+        top = book.top_bids(1_000_000) + book.top_asks(1_000_000)
+        ours = [o.price for o in broker.resting(f.symbol)] + [order_price or f.price]
+        all_prices = [p for p, _ in top] + ours
+        if trade is not None:
+            all_prices.append(trade.price)
+        assert min(all_prices) <= f.price <= max(all_prices), "no fill outside the book's range at that time"
+        inst = book.instrument
+        rate = broker.config.fees[inst.market].rate_units(f.liquidity is Liquidity.MAKER)
+        assert f.fee == fee_units(inst.notional(f.price, f.qty), rate), "fees exact"
+    return n
+
+
 class CheckedVenue(Venue):
     """Checks every fill against the book (or trade) it happened on, at the moment it is returned."""
 
     def _check(self, got, trade=None):
-        book = self.book
-        for f in got:
-            if not hasattr(f, "fill_id") or isinstance(f, Markout):
-                continue
-            order_price = self.prices[f.order_id]
-            if f.liquidity is Liquidity.TAKER:
-                level = book.ask_qty(f.price) if f.side is Side.BUY else book.bid_qty(f.price)
-                assert level >= f.qty, "a taker fill must take liquidity that is in the book"
-                if order_price is not None:
-                    assert (order_price - f.price) * f.side >= 0, "never beyond the limit"
-            else:
-                assert f.price == order_price, "makers fill at their limit"
-                reached = trade is not None and (f.price - trade.price) * f.side >= 0
-                opp = book.best_ask() if f.side is Side.BUY else book.best_bid()
-                crossed = opp is not None and (f.price - opp[0]) * f.side >= 0
-                assert reached or crossed, (
-                    "a resting order fills only when a trade reaches it or the book crosses"
-                )
-            # The venue's book is the public one plus our own resting orders (a sweep can leave our
-            # remainder resting beyond the public levels we consumed).
-            prices = [p for p, _ in book.bids()] + [p for p, _ in book.asks()]
-            prices += [o.price for o in self.broker.resting(SYM)] + [order_price or f.price]
-            lo, hi = min(prices), max(prices)
-            if trade is not None:
-                lo, hi = min(lo, trade.price), max(hi, trade.price)
-            assert lo <= f.price <= hi, "no fill outside the book's range at that time"
+        check_fills(got, self.book, self.broker, self.prices, trade)
 
     def snapshot(self, bids, asks, ts):
         got = self.broker.advance(ts)
@@ -772,3 +780,99 @@ def test_same_events_and_seed_give_identical_outputs(events, seed):
     a = run_stream("probabilistic", events, **jitter).out
     b = run_stream("probabilistic", events, **jitter).out
     assert a == b
+
+
+# --- invariants on the real recordings ---------------------------------------------------------------
+def replay_recording(ws, model: str, limit: int = 40_000):
+    """Replay a recording with a fixed order schedule (it depends on the market only, not on fills)."""
+    from worker.binance.parse import FrameParser, ParseError
+    from worker.binance.recording import FrameReader, RecordedFrame, default_snapshots_path, merged
+    from worker.book import DiffResult, SnapshotResult, SymbolBook
+    from worker.events import DepthSnapshot
+    from worker.instruments import DEFAULT_INSTRUMENTS
+
+    parser = FrameParser(DEFAULT_INSTRUMENTS)
+    broker = Broker(BrokerConfig(queue_model=model, seed=11))
+    books: dict = {}
+    prices: dict = {}
+    outs: list = []
+    n_fills = n = next_id = 0
+    last_order_ns = 0
+    for item in merged(FrameReader(ws), default_snapshots_path(ws)):
+        n += 1
+        if n > limit:
+            break
+        try:
+            if type(item) is RecordedFrame:
+                ev = parser.parse_frame(item.frame, item.recv_ns)
+            else:
+                ev = parser.parse_snapshot(item.body, item.symbol, item.market, item.recv_ns)
+        except ParseError:
+            continue
+        if isinstance(ev, DepthDiff | DepthSnapshot):
+            sb = books.get(ev.symbol) or books.setdefault(
+                ev.symbol, SymbolBook(DEFAULT_INSTRUMENTS[(ev.market, ev.symbol)])
+            )
+            got = broker.advance(ev.recv_ns)
+            if sb.state == "live":
+                n_fills += check_fills(got, sb.book, broker, prices)
+            if isinstance(ev, DepthDiff):
+                ok, diff = sb.on_diff(ev) is DiffResult.APPLIED, ev
+            else:
+                ok, diff = sb.on_snapshot(ev) is SnapshotResult.SYNCED, None
+            more = broker.on_book(ev.symbol, sb.book, diff, ev.recv_ns) if ok else []
+            n_fills += check_fills(more, sb.book, broker, prices)
+            outs += got + more
+        elif isinstance(ev, Trade) and ev.symbol in books:
+            sb = books[ev.symbol]
+            got = broker.advance(ev.recv_ns)
+            n_fills += check_fills(got, sb.book, broker, prices)
+            more = broker.on_trade(ev)
+            n_fills += check_fills(more, sb.book, broker, prices, ev)
+            outs += got + more
+        else:
+            continue
+        sb = books.get(ev.symbol)
+        if sb is None or sb.state != "live" or ev.recv_ns - last_order_ns < 2_000 * MS:
+            continue
+        # Every 2 s: join the bid, join the ask, a deeper bid, a post-only, an IOC through the ask,
+        # a small market order; cancel the joiners 10 s later.
+        last_order_ns = ev.recv_ns
+        (bid, _), (ask, _) = sb.book.best_bid(), sb.book.best_ask()
+        lots = 100 if sb.book.instrument.market is Market.SPOT else 10  # ~ $60 spot, ~ $600 USD-M
+        plan = [
+            (Side.BUY, OrderType.LIMIT, TimeInForce.GTC, bid),
+            (Side.SELL, OrderType.LIMIT, TimeInForce.GTC, ask),
+            (Side.BUY, OrderType.LIMIT, TimeInForce.GTC, bid - 3),
+            (Side.SELL, OrderType.LIMIT, TimeInForce.GTX, ask - 1),
+            (Side.BUY, OrderType.LIMIT, TimeInForce.IOC, ask + 2),
+            (Side.SELL if next_id % 2 else Side.BUY, OrderType.MARKET, TimeInForce.IOC, None),
+        ]
+        for side, kind, tif, price in plan:
+            next_id += 1
+            o = new_order(next_id, ev.symbol, side, kind, tif, lots * (1 + next_id % 3), price, ev.recv_ns)
+            prices[next_id] = price
+            broker.submit(o, None, ev.recv_ns)
+            if tif is TimeInForce.GTC:
+                broker.cancel(next_id, ev.recv_ns + 10_000 * MS)
+    return broker, outs, n_fills
+
+
+def test_recorded_market_obeys_fill_rules_and_queue_model_order(real_recording):
+    market, ws, _ = real_recording
+    runs = {m: replay_recording(ws, m) for m in ("conservative", "probabilistic")}
+    filled = {}
+    for model, (_broker, outs, n_fills) in runs.items():
+        fills = [o for o in outs if hasattr(o, "fill_id") and not isinstance(o, Markout)]
+        assert n_fills == len(fills) > 20  # every fill was checked, and there were fills to check
+        assert {f.liquidity for f in fills} == {Liquidity.MAKER, Liquidity.TAKER}
+        per_order: dict[int, int] = {}
+        for f in fills:
+            per_order[f.order_id] = per_order.get(f.order_id, 0) + f.qty
+        filled[model] = per_order
+        assert any(isinstance(o, Markout) and o.mid is not None for o in outs)
+        assert any(isinstance(o, OrderUpdate) and o.order.status_name == "Rejected" for o in outs)  # GTX
+    cons, prob = filled["conservative"], filled["probabilistic"]
+    assert sum(cons.values()) <= sum(prob.values())
+    worse = {k: (v, prob.get(k, 0)) for k, v in cons.items() if v > prob.get(k, 0)}
+    assert not worse, f"conservative filled more than probabilistic for {market}: {worse}"
