@@ -375,6 +375,30 @@ def test_cancel_wins_when_it_arrives_first():
     assert sum(x.qty for x in v.fills(o.order_id)) == 2
 
 
+def test_slippage_is_measured_against_the_mid_at_decision():
+    v = venue()
+    o = v.send(Side.BUY, 5, ts=0)  # decided at mid 10000.5
+    v.diff(5 * MS, bids=[(10002, 3)], asks=[(10001, 0), (10002, 0)])  # the market runs away meanwhile
+    v.tick(ARRIVE)
+    (f,) = v.fills(o.order_id)
+    assert (f.price, f.decision_mid, f.fill_mid) == (10003, 10000.5, 10002.5)
+    assert f.slippage_bps == pytest.approx((10003 - 10000.5) / 10000.5 * 1e4)
+
+
+def test_book_lost_rejects_arrivals_but_resting_orders_still_fill_on_trades():
+    v = venue()
+    r = v.send(Side.BUY, 5, price=9999, ts=0)
+    v.tick(ARRIVE)
+    o = v.send(Side.BUY, 5, price=9998, ts=20 * MS)
+    v.out += v.broker.book_lost(SYM, 21 * MS)
+    v.tick(50 * MS)
+    assert v.last(o.order_id).status == Rejected(REJECT_NO_BOOK)
+    v.trade(60 * MS, 9998, 4, True)  # through our 9999 bid
+    assert [(f.price, f.qty, f.fill_mid) for f in v.fills(r.order_id)] == [(9999, 4, 9999.0)]
+    v.snapshot([(9999, 2)], [(10000, 5)], 70 * MS)  # back: the level now holds 2, all ahead of us
+    assert v.broker.queue_ahead(r.order_id) == 2
+
+
 # --- venue rejections --------------------------------------------------------------------------------
 def test_post_only_that_would_cross_is_rejected_never_filled():
     v = venue()

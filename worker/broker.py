@@ -257,7 +257,8 @@ class Broker:
         self._cancel = LatencyModel(self.config.cancel_latency, seed * 3 + 1)
         self._md = LatencyModel(self.config.md_latency, seed * 3 + 2)
         self._fee_rates = {m: (f.rate_units(True), f.rate_units(False)) for m, f in self.config.fees.items()}
-        self._books: dict[str, Book] = {}
+        self._books: dict[str, Book] = {}  # live books only
+        self._instruments: dict[str, Instrument] = {}
         self._pending: list[tuple[int, int, _Arrival | _CancelReq]] = []  # (due_ns, seq, action) heap
         self._last_due = 0
         self._seq = 0
@@ -377,6 +378,7 @@ class Broker:
         """The book of `symbol` changed by `diff` (None: a snapshot replaced it). Book is after the change."""
         out = self.advance(ts_ns) if self._pending or self._markouts else []
         self._books[symbol] = book
+        self._instruments[symbol] = book.instrument
         consumed = self._consumed.get(symbol)
         if consumed:
             if diff is None:
@@ -389,6 +391,18 @@ class Broker:
         resting = self._resting.get(symbol)
         if resting:
             self._book_changed(symbol, book, resting, ts_ns, out)
+        return out
+
+    def book_lost(self, symbol: str, ts_ns: int) -> list[BrokerOutput]:
+        """The symbol's book stopped being live (gap, reconnect): nothing may act on it until `on_book`.
+
+        Orders arriving meanwhile are rejected `NO_BOOK` (the simulator cannot fill against a book it
+        does not have); resting orders stay and still fill on trades; the next snapshot re-reads their
+        levels and clears consumed liquidity.
+        """
+        out = self.advance(ts_ns) if self._pending or self._markouts else []
+        self._books.pop(symbol, None)
+        self._consumed.pop(symbol, None)
         return out
 
     def on_trade(self, trade: Trade) -> list[BrokerOutput]:
@@ -618,8 +632,8 @@ class Broker:
         ts: int,
         out: list[BrokerOutput],
     ) -> Order:
-        book = book or self._books[order.symbol]
-        inst = book.instrument
+        book = book or self._books.get(order.symbol)
+        inst = self._instruments[order.symbol]
         maker = liquidity is Liquidity.MAKER
         rate = self._fee_rates[inst.market][0 if maker else 1]
         if self.config.fee_asset_mode == "received" and inst.market is Market.SPOT and order.side is Side.BUY:
@@ -627,7 +641,7 @@ class Broker:
             fee, fee_asset = fee_units(base_units, rate), inst.base_asset or order.symbol
         else:
             fee, fee_asset = fee_units(inst.notional(price, qty), rate), inst.quote_asset
-        mid2 = book.mid2()
+        mid2 = book.mid2() if book is not None else None
         fill_mid = mid2 / 2 if mid2 is not None else float(price)
         slip = order.side * (price - decision_mid) / decision_mid * 10_000 if decision_mid else 0.0
         self._fill_id += 1
