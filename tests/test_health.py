@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import httpx
-import orjson
 import pytest
 
 from worker.errors import ConfigError
@@ -37,7 +36,9 @@ class State:
     def __call__(self) -> HealthInputs:
         if self.fail:
             raise RuntimeError("broken state")
-        return HealthInputs(self.symbols, self.writer_lag_s, 3, self.trading, {"version": "0.1.0"})
+        return HealthInputs(
+            self.symbols, self.writer_lag_s, 3, self.trading, ts_ns=123, extra={"version": "0.1.0"}
+        )
 
 
 @pytest.fixture
@@ -135,14 +136,17 @@ async def test_bad_port_and_port_in_use():
     await first.close()
 
 
-async def test_heartbeat_feeds_rows_to_the_sink():
-    rows: list[dict] = []
+async def test_heartbeat_feeds_store_records_to_the_sink():
+    from worker.store.records import Heartbeat as HeartbeatRecord
+
+    rows: list[HeartbeatRecord] = []
     two = asyncio.Event()
     state = State()
 
-    def sink(row: dict) -> None:
-        rows.append(row)
+    def sink(record: HeartbeatRecord) -> None:
+        rows.append(record)
         state.writer_lag_s = 99.0  # the second beat reports the change
+        state.trading = "paused"
         if len(rows) == 2:
             two.set()
 
@@ -150,10 +154,16 @@ async def test_heartbeat_feeds_rows_to_the_sink():
     await beat.start()
     await asyncio.wait_for(two.wait(), 5)
     await beat.close()
-    assert rows[0]["ok"] is True and rows[0]["status"] == "ok"
-    assert rows[1]["ok"] is False and "writer lag 99.0s" in rows[1]["problems"][0]
-    report = orjson.loads(rows[1]["report"])
-    assert report["writer"]["lag_s"] == 99.0 and rows[1]["ts_ns"] > rows[0]["ts_ns"]
+    first, second = rows[:2]
+    assert isinstance(first, HeartbeatRecord)
+    assert first.detail["ok"] is True and first.trading_state == "running"
+    assert first.sync == {"spot:BTCUSDT": "live", "usdm:BTCUSDT": "live"} and first.ts_ns == 123
+    assert second.detail["ok"] is False and "writer lag 99.0s" in second.detail["problems"][0]
+    assert second.trading_state == "paused" and second.detail["writer"]["lag_s"] == 99.0
+    assert second.detail["symbols"]["spot:BTCUSDT"]["resyncs"] == 2
+    state.fail = True
+    broken = beat.row()
+    assert broken.trading_state == "unknown" and broken.detail["ok"] is False
 
 
 async def test_heartbeat_survives_a_failing_sink():

@@ -11,8 +11,9 @@ Design:
 - `HealthServer` is a minimal asyncio HTTP/1.0-style responder (one request per connection, bounded
   read, timeout) for Fly's checks: `GET /health` -> 200 or 503 with the JSON report; anything else 404.
   It adds no dependency to the worker image.
-- `Heartbeat` calls `sink(row)` every `interval_s` with the same report, for the SQLite writer, so the
-  API can show the worker's health from the replica. The sink must not block (a queue's offer).
+- `Heartbeat` calls `sink(record)` every `interval_s` with the same report as a
+  `worker.store.records.Heartbeat` (for `StoreWriter.submit`), so the API can show the worker's health
+  from the replica. The sink must not block (a queue's offer).
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ class HealthInputs:
     symbols: Sequence[SymbolHealth]
     writer_lag_s: float | None  # age of the oldest row not yet committed; None: no writer
     writer_queue: int = 0
-    trading_state: str = "running"  # e.g. "running", "paused:shabbat", "halted:breaker"
+    trading_state: str = "running"  # e.g. "running", "paused", "halted"
+    state_reason: str = ""  # e.g. "shabbat", "breaker:daily_loss"
+    ts_ns: int = 0  # engine clock: receive time of the latest event
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -75,6 +78,7 @@ class HealthReport:
     ok: bool
     problems: tuple[str, ...]
     body: dict[str, Any]
+    inputs: HealthInputs | None = None  # None when the provider failed
 
     @property
     def status_code(self) -> int:
@@ -193,11 +197,12 @@ class Health:
             symbols={s.symbol: {k: v for k, v in asdict(s).items() if k != "symbol"} for s in inputs.symbols},
             writer={"lag_s": inputs.writer_lag_s, "queue": inputs.writer_queue},
             trading=inputs.trading_state,
+            trading_reason=inputs.state_reason,
             **dict(inputs.extra),
         )
         body["status"] = "ok" if not problems else "unhealthy"
         body["problems"] = problems
-        return HealthReport(not problems, tuple(problems), body)
+        return HealthReport(not problems, tuple(problems), body, inputs)
 
 
 _REASONS = {
@@ -266,33 +271,51 @@ class HealthServer:
             writer.close()
 
 
-class Heartbeat:
-    """Every `interval_s`, hands `sink` a heartbeat row for the SQLite writer (`worker_heartbeat`).
+def store_heartbeat(report: HealthReport) -> Any:
+    """The SQLite writer's `worker.store.records.Heartbeat` for one report (the `heartbeat` table row).
 
-    Row: `{"ts_ns": int, "ok": bool, "status": "ok"|"unhealthy", "problems": [str], "report": str (JSON)}`.
+    `sync` maps each symbol to its state; `detail` carries the whole report (ok, problems, counters,
+    loop lag, RSS) so the API can serve the same health the worker's `/health` does.
     """
+    from worker.store.records import Heartbeat as HeartbeatRecord  # the shell's store, imported late
+
+    inputs = report.inputs
+    detail = {k: v for k, v in report.body.items() if k not in ("trading", "trading_reason")}
+    detail["ok"] = report.ok
+    if inputs is None:
+        return HeartbeatRecord(time.time_ns(), "unknown", "health provider failed", {}, detail)
+    return HeartbeatRecord(
+        ts_ns=inputs.ts_ns,
+        trading_state=inputs.trading_state,
+        state_reason=inputs.state_reason,
+        sync={s.symbol: s.state for s in inputs.symbols},
+        detail=detail,
+    )
+
+
+class Heartbeat:
+    """Every `interval_s`, hands `sink` one heartbeat record (by default `store_heartbeat(report)`,
+    for `StoreWriter.submit`). The sink must not block; a sink that raises is logged and counted."""
 
     def __init__(
-        self, health: Health, sink: Callable[[dict[str, Any]], Any], interval_s: float = 5.0
+        self,
+        health: Health,
+        sink: Callable[[Any], Any],
+        interval_s: float = 1.0,
+        to_record: Callable[[HealthReport], Any] = store_heartbeat,
     ) -> None:
         if not interval_s > 0:
             raise ConfigError("health.heartbeat_interval_s", "a positive number of seconds")
         self.health = health
         self.sink = sink
         self.interval_s = interval_s
+        self.to_record = to_record
         self.beats = 0
         self.errors = 0
         self._task: asyncio.Task | None = None
 
-    def row(self) -> dict[str, Any]:
-        report = self.health.report()
-        return {
-            "ts_ns": time.time_ns(),
-            "ok": report.ok,
-            "status": report.body.get("status", "unhealthy"),
-            "problems": list(report.problems),
-            "report": orjson.dumps(report.body, default=str).decode(),
-        }
+    def row(self) -> Any:
+        return self.to_record(self.health.report())
 
     async def start(self) -> None:
         if self._task is None:
