@@ -556,6 +556,20 @@ def test_bad_config_is_refused(kw):
         Broker(BrokerConfig(**kw))
 
 
+def test_config_from_plain_values():
+    c = BrokerConfig.from_mapping(
+        {"queue_model": "probabilistic", "power_n": "2", "entry_latency": "lognormal:200ms:0.2",
+         "md_latency": "100ms", "usdm_taker": "0.00045", "markout_horizons_ms": "500,2000", "seed": "9"}
+    )  # fmt: skip
+    assert (c.queue_model, c.power_n, c.seed, c.markout_horizons_ms) == ("probabilistic", 2.0, 9, (500, 2000))
+    assert c.entry_latency.median_ns == 200 * MS and c.md_latency.kind == "constant"
+    assert c.fees[Market.USDM] == FeeSchedule(Decimal("0.0002"), Decimal("0.00045"))
+    assert Broker(c).model_label == "probabilistic/1(n=2)"
+    for bad in ({"queue_modle": "x"}, {"spot_maker": "abc"}, {"seed": "1.5"}, {"power_n": "-1"}):
+        with pytest.raises(ConfigError):
+            BrokerConfig.from_mapping(bad)
+
+
 def test_latency_models_are_seeded_and_clipped():
     spec = DEFAULT_ENTRY_LATENCY
     a = [LatencyModel(spec, 7).draw() for _ in range(1)]

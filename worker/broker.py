@@ -47,9 +47,10 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Protocol
+from typing import Any, Protocol
 
 from worker.errors import ConfigError
 from worker.events import DepthDiff, Level, Market, Trade
@@ -194,6 +195,55 @@ class BrokerConfig:
     @property
     def model_label(self) -> str:
         return make_queue_model(self.queue_model, self.power_n).label
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> BrokerConfig:
+        """Build from plain values (a config file or CLI flags); unknown keys are refused, not ignored.
+
+        Keys: queue_model, power_n, seed, fee_asset_mode, market_protection_bps, markout_horizons_ms
+        (list or "1000,5000,30000"), entry_latency / cancel_latency / md_latency ("lognormal:140ms:0.1"),
+        and fees as "spot_maker", "spot_taker", "usdm_maker", "usdm_taker" (decimal text, 0.001 = 0.1%).
+        """
+        kw: dict[str, Any] = {}
+        fees = dict(DEFAULT_FEES)
+        for key, value in values.items():
+            if key in ("entry_latency", "cancel_latency", "md_latency"):
+                kw[key] = value if isinstance(value, LatencySpec) else LatencySpec.parse(str(value), key)
+            elif key in ("queue_model", "fee_asset_mode"):
+                kw[key] = str(value)
+            elif key in ("seed", "market_protection_bps"):
+                kw[key] = _as_int(key, value)
+            elif key == "power_n":
+                kw[key] = _as_float(key, value)
+            elif key == "markout_horizons_ms":
+                items = value.split(",") if isinstance(value, str) else value
+                kw[key] = tuple(_as_int(key, v) for v in items)
+            elif key.endswith(("_maker", "_taker")) and key.split("_")[0] in {m.value for m in Market}:
+                market, kind = Market(key.split("_")[0]), key.split("_")[1]
+                try:
+                    rate = Decimal(str(value))
+                except InvalidOperation:
+                    raise ConfigError(key, f"a decimal rate like 0.001, got {value!r}") from None
+                old = fees[market]
+                maker, taker = (rate, old.taker) if kind == "maker" else (old.maker, rate)
+                fees[market] = FeeSchedule(maker, taker)
+            else:
+                raise ConfigError(key, "a known broker setting (see BrokerConfig.from_mapping)")
+        return cls(fees=fees, **kw).validate()
+
+
+def _as_int(key: str, value: Any) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise ConfigError(key, f"an integer, got {value!r}") from None
+
+
+def _as_float(key: str, value: Any) -> float:
+    try:
+        return float(str(value))
+    except ValueError:
+        raise ConfigError(key, f"a number, got {value!r}") from None
 
 
 # --- internal state ----------------------------------------------------------------------------------
