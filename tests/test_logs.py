@@ -80,3 +80,11 @@ def test_bad_format_args_do_not_raise_and_stay_redacted(json_stream):
 def test_short_secret_ignored():
     logs.add_secret("ab")
     assert logs.redact("abc") == "abc"
+
+
+def test_records_without_secrets_are_left_as_logged(caplog):
+    logs.add_secret(SECRET)
+    caplog.set_level(logging.INFO)
+    logging.getLogger("worker.test").info("fill %s at %d", "BTCUSDT", 42)
+    record = caplog.records[-1]
+    assert record.msg == "fill %s at %d" and record.args == ("BTCUSDT", 42)

@@ -19,6 +19,12 @@ from worker.orders import Fill, Liquidity, Side
 INTERVAL = 0.1
 
 
+@pytest.fixture(autouse=True)
+def _forget_tokens():
+    yield
+    logs.clear_secrets()  # the redaction registry is process-wide; leave it as we found it
+
+
 @pytest.fixture
 async def fake():
     server = await FakeTelegram().start()

@@ -7,8 +7,9 @@ Design:
 - Secrets (the Telegram bot token, ...) are registered with `add_secret()`. Redaction happens when the
   log record is CREATED (a wrapped `logging.setLogRecordFactory`), so it covers every handler, including
   pytest's capture and third-party loggers such as `httpx`, which logs full request URLs
-  (`.../bot<token>/sendMessage`). The record's message is rendered, redacted and frozen (`args = ()`);
-  a formatted traceback is redacted into `exc_text`. `RedactingFilter` and `JsonFormatter` redact again
+  (`.../bot<token>/sendMessage`). A record whose rendered message holds a secret is rewritten
+  (redacted text, `args = ()`); a traceback holding one is redacted into `exc_text`; other records
+  are left exactly as logged. `RedactingFilter` and `JsonFormatter` redact again
   as a belt for `extra` fields, which `logging` attaches after the factory ran.
 - Invariant: after `add_secret(s)`, no record created afterwards carries `s` (or its URL-encoded form)
   in its message, args or traceback text, and no line `JsonFormatter` writes contains it.
@@ -81,20 +82,28 @@ def _contains_secret(text: str) -> bool:
 
 
 def _scrub(record: logging.LogRecord) -> logging.LogRecord:
-    """Render, redact and freeze the message and traceback of one record, in place."""
+    """Redact the message, traceback and extra fields of one record, in place.
+
+    A record is only rewritten when a secret is actually in it, so everything else keeps its
+    `msg`/`args` exactly as logged (handlers and tests that inspect them see no difference).
+    """
     if not _secrets:
         return record
     try:
         message = record.getMessage()
     except Exception:  # bad format args: keep what we can, redacted
         message = f"{record.msg!r} % {record.args!r}"
-    record.msg = redact(message)
-    record.args = ()
+        record.msg, record.args = redact(message), ()
+    else:
+        if _contains_secret(message):
+            record.msg, record.args = redact(message), ()
     if record.exc_info and not record.exc_text:
-        record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
-    if record.exc_text:
+        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        if _contains_secret(text):
+            record.exc_text = redact(text)
+    elif record.exc_text and _contains_secret(record.exc_text):
         record.exc_text = redact(record.exc_text)
-    if record.stack_info:
+    if record.stack_info and _contains_secret(record.stack_info):
         record.stack_info = redact(record.stack_info)
     for key, value in list(vars(record).items()):
         if key not in _STANDARD_ATTRS:
