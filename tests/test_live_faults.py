@@ -10,25 +10,32 @@ event, with a timeout.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import recording
 from tests.fakes.binance import FakeBinance
 from worker.app import App
 from worker.binance.endpoints import Endpoints, connection_specs
+from worker.binance.parse import FrameParser
+from worker.binance.record import record
+from worker.binance.recording import RecordedSnapshot, merged
 from worker.binance.rest import BinanceRest, RestError, WeightBudget
 from worker.binance.source import LiveSource
 from worker.binance.stream import full_jitter_delays
 from worker.book import SymbolBook, SyncState
 from worker.engine import Engine
 from worker.events import Market
+from worker.instruments import DEFAULT_INSTRUMENTS
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -398,3 +405,66 @@ async def test_run_command_stops_cleanly_on_sigterm() -> None:
             code = await proc.wait()
         assert code == 0, rest
         assert "shutting down" in rest
+
+
+# --- real data through the live path ---
+
+
+@pytest.mark.parametrize("market", [SPOT, USDM])
+async def test_real_recording_served_live_stays_gap_free(market: Market) -> None:
+    """The stand-in serves the first 50,000 recorded frames byte for byte, and the recorded snapshot."""
+    ws_path, snaps_path = recording(market.value)
+    fake = FakeBinance.from_recording(ws_path, snaps_path, max_frames=50_000, interval=0.001)
+    fake.frames_per_step = 100
+    async with fake, Live(fake, market, ["BTCUSDT"], book_ticker=True) as live:
+        await fake.wait_connections(1 if market is SPOT else 2)  # before any frame: the snapshot is old
+        fake.resume()
+        await live.until(
+            lambda: fake.recording_left == 0 and live.source.counters.frames == fake.frames_sent,
+            "every recorded frame received",
+            timeout=20,
+        )
+        await live.until(lambda: live.source.queue.empty(), "the queue drained")
+        book = live.book()
+        summary = live.engine.symbol_summary(live.engine._symbols[market]["BTCUSDT"])
+        assert book.state is SyncState.LIVE
+        assert (book.gaps, book.resyncs, book.syncs, book.crossed) == (0, 0, 1, 0)
+        assert summary["book_ticker_checks"] > 1000
+        assert summary["book_ticker_unexplained"] == 0
+        assert live.stats()["malformed"] == 0
+
+
+async def test_record_command_writes_a_replayable_recording(tmp_path: Path) -> None:
+    async with FakeBinance() as fake:
+        ep = fake.endpoints()
+        args = argparse.Namespace(
+            symbols=["btcusdt"],
+            market="spot",
+            out=tmp_path,
+            duration=0.8,
+            flush_interval=0.2,
+            usdm_depth_speed="0ms",
+            spot_ws=ep.spot_ws,
+            spot_rest=ep.spot_rest,
+            usdm_ws=ep.usdm_ws,
+            usdm_rest=ep.usdm_rest,
+        )
+        summary = await record(args)
+    assert summary["snapshots"] == 1 and summary["frames"] > 50
+    # replay the files through parser and engine: it syncs once and never gaps
+    frames_path = Path(str(summary["frames_file"]))
+    parser = FrameParser(DEFAULT_INSTRUMENTS)
+    engine = Engine({(SPOT, "BTCUSDT"): DEFAULT_INSTRUMENTS[(SPOT, "BTCUSDT")]})
+    kinds: dict[str, int] = {}
+    for item in merged(frames_path, Path(str(summary["snapshots_file"]))):
+        if isinstance(item, RecordedSnapshot):
+            event = parser.parse_snapshot(item.body, item.symbol, item.market, item.recv_ns)
+        else:
+            event = parser.parse_frame(item.frame, item.recv_ns)
+        kinds[type(event).__name__] = kinds.get(type(event).__name__, 0) + 1
+        engine.on_event(event)
+    book = engine.symbol_book(SPOT, "BTCUSDT")
+    assert book is not None and book.state is SyncState.LIVE
+    assert (book.gaps, book.resyncs, book.syncs) == (0, 0, 1)
+    assert set(kinds) == {"DepthDiff", "Trade", "BookTicker", "DepthSnapshot"}
+    assert sum(kinds.values()) == summary["frames"] + 1

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import random
 import time
 from collections import deque
@@ -39,6 +38,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from worker.binance.endpoints import Endpoints
+from worker.binance.recording import FrameReader, read_snapshots
+from worker.binance.stream import envelope_stream
 from worker.events import Market
 from worker.instruments import DEFAULT_INSTRUMENTS, Instrument
 
@@ -138,16 +139,21 @@ class FakeSymbol:
         body["asks"] = [[self._price(p), self._qty(q)] for p, q in asks]
         return body
 
-    def book_ticker(self) -> dict[str, Any]:
+    def book_ticker(self, now_ms: int) -> dict[str, Any]:
         bid, ask = max(self.bids), min(self.asks)
-        return {
-            "u": self.last_id,
-            "s": self.symbol,
-            "b": self._price(bid),
-            "B": self._qty(self.bids[bid]),
-            "a": self._price(ask),
-            "A": self._qty(self.asks[ask]),
-        }
+        head: dict[str, Any] = {"e": "bookTicker"} if self.market is Market.USDM else {}
+        return (
+            head
+            | {
+                "u": self.last_id,
+                "s": self.symbol,
+                "b": self._price(bid),
+                "B": self._qty(self.bids[bid]),
+                "a": self._price(ask),
+                "A": self._qty(self.asks[ask]),
+            }
+            | ({"T": now_ms, "E": now_ms} if self.market is Market.USDM else {})
+        )
 
 
 @dataclass
@@ -210,6 +216,7 @@ class FakeBinance:
         # recording mode
         self._recording: deque[tuple[str, bytes]] | None = None
         self.frames_per_step = 1
+        self.frames_sent = 0
         self._recorded_snapshots: dict[tuple[Market, str], bytes] = {}
         self.server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -281,7 +288,7 @@ class FakeBinance:
                 await self._emit_depth(market, symbol, orjson.dumps(depth))
                 await self._emit(market, symbol, "trade", orjson.dumps(trade))
                 if self.book_ticker:
-                    await self._emit(market, symbol, "bookTicker", orjson.dumps(book.book_ticker()))
+                    await self._emit(market, symbol, "bookTicker", orjson.dumps(book.book_ticker(now_ms)))
         async with self.stepped:
             self.stepped.notify_all()
 
@@ -496,25 +503,23 @@ class FakeBinance:
     # --- recording mode ---
     @classmethod
     def from_recording(
-        cls, ws_path: Path, snapshots_path: Path, market: Market, **kwargs: Any
+        cls, ws_path: Path, snapshots_path: Path, *, max_frames: int | None = None, **kwargs: Any
     ) -> FakeBinance:
-        """Serve a real recording: its frames in order (one per `step`), its snapshot on REST."""
+        """Serve a real recording (read with the project's own reader): its frames in order, byte for
+        byte, `frames_per_step` per step; its snapshots on REST (the first one of each symbol)."""
         fake = cls((), **kwargs)
-        frames: list[tuple[str, bytes]] = []
-        with gzip.open(ws_path, "rb") as fh:
-            for line in fh:
-                # The frame is stored byte for byte after `"msg":`; cut it out without re-serialising.
-                start = line.index(b'"msg":') + 6
-                raw = line[start:].rstrip().removesuffix(b"}")
-                stream = orjson.loads(raw)["stream"]
-                frames.append((stream, raw))
-        fake._recording = deque(frames)
+        frames: deque[tuple[str, bytes]] = deque()
+        for frame in FrameReader(ws_path):
+            stream = envelope_stream(frame.frame)
+            if stream is not None:
+                frames.append((stream, frame.frame))
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+        fake._recording = frames
         fake.frames_per_step = 50
         fake.pause()  # frames flow once the test resumes (after the client connected)
-        with open(snapshots_path, "rb") as fh:
-            for line in fh:
-                row = orjson.loads(line)
-                fake._recorded_snapshots[(Market(market), row["symbol"].upper())] = orjson.dumps(row["msg"])
+        for snap in read_snapshots(snapshots_path):
+            fake._recorded_snapshots.setdefault((snap.market, snap.symbol), orjson.dumps(snap.body))
         return fake
 
     async def _step_recording(self) -> None:
@@ -525,6 +530,7 @@ class FakeBinance:
         for _ in range(min(self.frames_per_step, len(self._recording))):
             stream, raw = self._recording.popleft()
             kind = stream.split("@")[1]
+            self.frames_sent += 1
             for conn in list(self.conns):
                 if stream in conn.streams and kind not in conn.muted:
                     await self._send(conn, raw)
