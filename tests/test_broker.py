@@ -418,6 +418,18 @@ def test_post_only_judged_at_arrival_not_at_decision():
     assert v.last(o.order_id).status == Pending()
 
 
+def test_usdm_rejections_carry_usdm_wording():
+    v = Venue.make(inst=INST_USDM)
+    v.snapshot(BIDS, ASKS, 0)
+    small = v.send(Side.BUY, 1, price=10000)
+    gtx = v.send(Side.BUY, 5, price=10002, tif=TimeInForce.GTX)
+    v.tick(ARRIVE)
+    assert v.last(small.order_id).status.reason == (
+        "MIN_NOTIONAL: Order's notional must be no smaller than 0.2 (unless you choose reduce only)."
+    )
+    assert v.last(gtx.order_id).status.reason.startswith("GTX_WOULD_TAKE: Due to the order could not")
+
+
 def test_below_min_notional_is_rejected():
     v = venue()
     small = v.send(Side.BUY, 1, price=10000)  # 0.001 x 100.00 = 0.10 < 0.2

@@ -30,7 +30,9 @@ Resting orders (maker, at the limit price):
 
 Venue rejections (`Rejected`, never filled), Binance's reasons: `MIN_NOTIONAL` (price × qty below the
 symbol's filter; MARKET uses the mid at arrival), `PRICE_FILTER` / `LOT_SIZE` (off the grid, see
-`submit_decimal`), `GTX_WOULD_TAKE` (post-only that would cross on arrival), `NO_BOOK` (no live book).
+`submit_decimal`), `GTX_WOULD_TAKE` (post-only that would cross on arrival; USD-M calls it EXPIRED, we
+keep it `Rejected` as a refusal), `NO_BOOK` (no live book). The text after the code is Binance's message
+for that market (`venue_reason`), so consumers match on the code before the colon.
 
 Fees: maker/taker rates per market, exact; fee = notional × rate rounded half up to 1e-8 of the fee
 asset, per fill (Binance rounds commission to 8 decimals). Fee asset is the quote asset, or with
@@ -90,6 +92,27 @@ REJECT_PRICE_FILTER = "PRICE_FILTER: Filter failure: PRICE_FILTER"
 REJECT_LOT_SIZE = "LOT_SIZE: Filter failure: LOT_SIZE"
 REJECT_GTX = "GTX_WOULD_TAKE: Order would immediately match and take."
 REJECT_NO_BOOK = "NO_BOOK: no live order book for the symbol at arrival"
+# USD-M words the same refusals differently (-4164, -5022, -4014, -1111).
+_USDM_REASONS = {
+    REJECT_GTX: "GTX_WOULD_TAKE: Due to the order could not be executed as maker, the Post Only order "
+    "will be rejected. The order will not be recorded in the order history",
+    REJECT_PRICE_FILTER: "PRICE_FILTER: Price not increased by tick size.",
+    REJECT_LOT_SIZE: "LOT_SIZE: Precision is over the maximum defined for this asset.",
+}
+
+
+def venue_reason(reason: str, instrument: Instrument) -> str:
+    """Binance's wording of a rejection on the instrument's market; the code before ':' is stable."""
+    if instrument.market is not Market.USDM:
+        return reason
+    if reason == REJECT_MIN_NOTIONAL:
+        return (
+            f"MIN_NOTIONAL: Order's notional must be no smaller than {instrument.min_notional.normalize():f} "
+            "(unless you choose reduce only)."
+        )
+    return _USDM_REASONS.get(reason, reason)
+
+
 EXPIRED = "EXPIRED"
 EXPIRED_PROTECTION = "EXPIRED: price protection bound reached"
 CANCELED = "CANCELED"
@@ -546,6 +569,8 @@ class Broker:
                 reason = REJECT_GTX
         if reason is not None:
             self.stats.rejected += 1
+            if book is not None:
+                reason = venue_reason(reason, book.instrument)
             self._update(reject(order, reason), ts, "rejected", out)
             return
         assert book is not None and mid2 is not None
