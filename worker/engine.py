@@ -22,10 +22,11 @@ Design and invariants:
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from worker.book import DEFAULT_DEPTH, DEFAULT_MAX_BUFFER, DiffResult, SymbolBook, SyncState
 from worker.events import (
@@ -50,9 +51,12 @@ _MISMATCH_LOG = 20
 Top = tuple[int, int, int, int]  # bid, bid_qty, ask, ask_qty
 
 
-@dataclass(frozen=True, slots=True)
-class BookTop:
-    """The top of a LIVE book after a change in its top `depth` levels (prices in ticks, qty in lots)."""
+class BookTop(NamedTuple):
+    """The top of a LIVE book after a change in its top `depth` levels (prices in ticks, qty in lots).
+
+    A NamedTuple, not a frozen dataclass: it is built on most depth events and a frozen dataclass costs
+    ~1.2 µs to construct here versus ~0.15 µs; it is just as immutable.
+    """
 
     symbol: str
     market: Market
@@ -79,6 +83,10 @@ class SyncChange:
 
 
 Output = BookTop | SyncChange
+
+
+def _ticker_id(ticker: BookTicker) -> int:
+    return ticker.update_id
 
 
 class _Symbol:
@@ -338,10 +346,9 @@ class Engine:
         history = state.ticker_history
         ticker = None
         if history:
-            for i in range(len(history) - 1, -1, -1):
-                if history[i].update_id <= update_id:
-                    ticker = history[i]
-                    break
+            at = bisect_right(history, update_id, key=_ticker_id)  # type: ignore[call-overload]
+            if at:
+                ticker = history[at - 1]
         if ticker is None:  # our history does not reach back that far: no honest comparison possible
             state.checks_skipped += 1
             return

@@ -1,0 +1,161 @@
+"""Hot-path benchmark: recorded frame -> parse -> book -> metrics, through `Engine.on_event`.
+
+Usage: `python loadtests/bench_book.py [--json] [FILE ...]` (default: both real recordings).
+
+What is measured, per message: `FrameParser.parse_frame` (or `parse_snapshot`) plus `Engine.on_event`,
+timed with `perf_counter_ns` around exactly that; reading and gunzipping the file is outside the timer,
+as the socket read is outside it live. The engine is the real one, so when the lead extends it
+(features, strategy, risk, broker) this benchmark measures the whole hot path without changes.
+
+Each file runs in a fresh child process, so `peak_rss_mb` (ru_maxrss) is that replay's own peak.
+`blocks_per_msg` is the growth of `sys.getallocatedblocks()` per message over the second half of the
+file (steady state: caches warm, book at full size); about 0 means no per-message leak. A flat line is
+expected up to the book's own growth (the spot book gains ~3000 levels over the recording).
+
+Targets (issue 2): p99 over all frames < 100 µs; depth frames median < 20 µs and p99 < 150 µs;
+peak RSS < 50 MB; no growth in allocated blocks per message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from array import array
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DATA = ROOT.parent / "shared" / "data" / "binance"
+DEFAULT_FILES = [
+    DATA / "spot_btcusdt_20240808T2354Z.ws.jsonl.gz",
+    DATA / "usdm_btcusdt_20240808T2354Z.ws.jsonl.gz",
+]
+
+
+def percentile(sorted_values: array, q: float) -> int:
+    if not sorted_values:
+        return 0
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def run_one(path: Path) -> dict:
+    """Replay one recording in this process and measure it."""
+    from worker.binance.parse import FrameParser, ParseError
+    from worker.binance.recording import FrameReader, RecordedFrame, default_snapshots_path, merged
+    from worker.engine import Engine
+    from worker.events import DepthDiff
+    from worker.instruments import DEFAULT_INSTRUMENTS
+
+    parser = FrameParser(DEFAULT_INSTRUMENTS)
+    engine = Engine(DEFAULT_INSTRUMENTS)
+    reader = FrameReader(path)
+    total_lines = sum(1 for _ in FrameReader(path))  # a first pass to know where "half" is
+    half = total_lines // 2
+    all_ns = array("q")
+    depth_ns = array("q")
+    perf = time.perf_counter_ns
+    parse_frame, parse_snapshot, on_event = parser.parse_frame, parser.parse_snapshot, engine.on_event
+    frames = bad = outputs = 0
+    blocks_mid = blocks_end = 0
+    started = perf()
+    for item in merged(reader, default_snapshots_path(path)):
+        is_frame = type(item) is RecordedFrame
+        t0 = perf()
+        try:
+            if is_frame:
+                event = parse_frame(item.frame, item.recv_ns)
+            else:
+                event = parse_snapshot(item.body, item.symbol, item.market, item.recv_ns)
+        except ParseError:
+            bad += 1
+            continue
+        out = on_event(event) if event is not None else ()
+        t1 = perf()
+        outputs += len(out)
+        if is_frame:
+            frames += 1
+            elapsed = t1 - t0
+            all_ns.append(elapsed)
+            if type(event) is DepthDiff:
+                depth_ns.append(elapsed)
+            if frames == half:
+                blocks_mid = sys.getallocatedblocks()
+    blocks_end = sys.getallocatedblocks()
+    wall = (perf() - started) / 1e9
+    # (the timing arrays grow as one realloc'd buffer outside pymalloc: they add no blocks)
+    steady_msgs = max(frames - half, 1)
+    hot_total_s = sum(all_ns) / 1e9
+    sorted_all = array("q", sorted(all_ns))
+    sorted_depth = array("q", sorted(depth_ns))
+    summary = engine.summary()
+    return {
+        "file": path.name,
+        "messages": frames,
+        "bad_frames": bad,
+        "outputs": outputs,
+        "p50_ns": percentile(sorted_all, 0.50),
+        "p99_ns": percentile(sorted_all, 0.99),
+        "p999_ns": percentile(sorted_all, 0.999),
+        "max_ns": sorted_all[-1] if sorted_all else 0,
+        "depth_messages": len(sorted_depth),
+        "depth_p50_ns": percentile(sorted_depth, 0.50),
+        "depth_p99_ns": percentile(sorted_depth, 0.99),
+        "depth_max_ns": sorted_depth[-1] if sorted_depth else 0,
+        "mean_ns": int(hot_total_s * 1e9 / max(frames, 1)),
+        "msgs_per_s": frames / hot_total_s if hot_total_s else 0.0,
+        "wall_msgs_per_s": frames / wall if wall else 0.0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "blocks_per_msg": (blocks_end - blocks_mid) / steady_msgs,
+        "gaps": summary["gaps"],
+        "book_ticker_mismatches": summary["book_ticker_mismatches"],
+    }
+
+
+def report_line(r: dict) -> str:
+    return (
+        f"{r['file']}\n"
+        f"  messages {r['messages']:,} (depth {r['depth_messages']:,}), outputs {r['outputs']:,}\n"
+        f"  all frames   p50 {r['p50_ns'] / 1000:6.1f} µs  p99 {r['p99_ns'] / 1000:6.1f} µs"
+        f"  p99.9 {r['p999_ns'] / 1000:6.1f} µs  max {r['max_ns'] / 1000:7.1f} µs  (target p99 < 100)\n"
+        f"  depth frames p50 {r['depth_p50_ns'] / 1000:6.1f} µs  p99 {r['depth_p99_ns'] / 1000:6.1f} µs"
+        f"  max {r['depth_max_ns'] / 1000:7.1f} µs  (targets p50 < 20, p99 < 150)\n"
+        f"  {r['msgs_per_s']:,.0f} msgs/s hot path ({r['wall_msgs_per_s']:,.0f} incl. gunzip),"
+        f" peak RSS {r['peak_rss_mb']:.1f} MB (target < 50), blocks/msg {r['blocks_per_msg']:+.4f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", type=Path)
+    parser.add_argument("--json", action="store_true", help="one JSON object per file, one per line")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    files = args.files or DEFAULT_FILES
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        print(f"recording not found: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    if args.child:
+        print(json.dumps(run_one(files[0])))
+        return 0
+    for path in files:
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", str(path)], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            print(done.stderr, file=sys.stderr)
+            return done.returncode
+        result = json.loads(done.stdout)
+        print(json.dumps(result) if args.json else report_line(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
