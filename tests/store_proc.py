@@ -22,7 +22,7 @@ from worker.orders import Fill, Liquidity, OrderType, Side, TimeInForce, fill, n
 from worker.store import records
 from worker.store.writer import RunInfo, StoreWriter, WriterConfig
 
-INSTRUMENT = DEFAULT_INSTRUMENTS[(Market.SPOT, "BTCUSDT")]
+INSTRUMENT = DEFAULT_INSTRUMENTS[(Market.USDM, "BTCUSDT")]  # may go short
 T0 = 1_723_161_240_000_000_000  # 2024-08-08T23:54Z, the recordings' start
 
 
@@ -30,7 +30,7 @@ def outputs_for(i: int) -> list:
     """Order i, its fill, its Filled update, and a sample: the same values every time."""
     side = Side.BUY if (i // 3) % 2 == 0 else Side.SELL
     ts = T0 + i * 50_000_000
-    price = 6_000_000 + (i * 37) % 500
+    price = 600_000 + (i * 37) % 500
     order = new_order(i, "BTCUSDT", side, OrderType.LIMIT, TimeInForce.GTC, 10 + i % 7, price, ts, "script")
     qty = order.qty
     done = fill(order, qty)
@@ -57,7 +57,7 @@ def outputs_for(i: int) -> list:
         f,
         records.OrderUpdate(done, ts + 1),
         records.EquitySample(ts, 10**13 + i, 10**13, 0, 0, 0, 0),
-        records.BookTop(ts, "spot", "BTCUSDT", price, 5, price + 1, 7),
+        records.BookTop(ts, "usdm", "BTCUSDT", price, 5, price + 1, 7),
     ]
 
 

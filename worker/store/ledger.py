@@ -20,6 +20,7 @@ class Position:
     cost: int = 0
     realized_pnl: int = 0
     fees: int = 0
+    funding: int = 0  # USD-M funding credited (negative = paid); not touched by fills
     fills: int = 0
     last_fill_id: int = 0
 

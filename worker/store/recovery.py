@@ -17,10 +17,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
+from worker.events import Market
+from worker.instruments import Instrument
 from worker.orders import (
     TERMINAL,
     Cancelled,
@@ -129,6 +132,10 @@ def rebuild_positions(conn: sqlite3.Connection) -> dict[tuple[str, str], Positio
     for market, symbol, side, qty, notional, fee_quote, fill_id in rows:
         position = positions.setdefault((market, symbol), Position())
         apply_fill(position, side, qty, notional, fee_quote, fill_id)
+    for market, symbol, amount in conn.execute(
+        "SELECT market, symbol, sum(amount) FROM funding_payments GROUP BY market, symbol"
+    ):
+        positions.setdefault((market, symbol), Position()).funding += amount
     return positions
 
 
@@ -137,24 +144,25 @@ def compare_positions(
 ) -> list[dict[str, Any]]:
     """Stored positions and the latest snapshots against the rebuild; one dict per disagreement."""
     mismatches: list[dict[str, Any]] = []
+    names = ("qty", "cost", "realized_pnl", "fees", "funding", "fills")
     stored = {
-        (m, s): (qty, cost, realized, fees, fills)
-        for m, s, qty, cost, realized, fees, fills in conn.execute(
-            "SELECT market, symbol, qty, cost, realized_pnl, fees, fills FROM positions"
+        (row[0], row[1]): tuple(row[2:])
+        for row in conn.execute(
+            "SELECT market, symbol, qty, cost, realized_pnl, fees, funding, fills FROM positions"
         )
     }
     for key in sorted(set(stored) | set(rebuilt)):
         p = rebuilt.get(key, Position())
-        want = (p.qty, p.cost, p.realized_pnl, p.fees, p.fills)
-        got = stored.get(key, (0, 0, 0, 0, 0))
+        want = (p.qty, p.cost, p.realized_pnl, p.fees, p.funding, p.fills)
+        got = stored.get(key, (0,) * len(names))
         if want != got:
             mismatches.append(
                 {
                     "kind": "position",
                     "market": key[0],
                     "symbol": key[1],
-                    "rebuilt": dict(zip(("qty", "cost", "realized_pnl", "fees", "fills"), want, strict=True)),
-                    "stored": dict(zip(("qty", "cost", "realized_pnl", "fees", "fills"), got, strict=True)),
+                    "rebuilt": dict(zip(names, want, strict=True)),
+                    "stored": dict(zip(names, got, strict=True)),
                 }
             )
     # The portfolio's last snapshot per instrument: compare qty when it covered every fill so far.
@@ -324,22 +332,44 @@ def illegal_transitions(conn: sqlite3.Connection, limit: int = 50) -> tuple[int,
             problem = f"filled {filled_qty} > quantity {qty}"
         if problem and len(problems) < limit:
             problems.append({"kind": "order", "order_id": order_id, "problem": problem})
+    orphans = conn.execute(
+        "SELECT f.fill_id, f.order_id FROM fills f LEFT JOIN orders o USING (order_id) "
+        "WHERE o.order_id IS NULL ORDER BY f.fill_id LIMIT ?",
+        (limit,),
+    )
+    for fill_id, order_id in orphans:
+        problems.append({"kind": "fill_without_order", "fill_id": fill_id, "order_id": order_id})
     return checked, problems
 
 
+def instruments_from_db(conn: sqlite3.Connection) -> list[Instrument]:
+    return [
+        Instrument(symbol, Market(market), Decimal(tick), Decimal(step), Decimal(min_notional), base, quote)
+        for market, symbol, tick, step, min_notional, base, quote in conn.execute(
+            "SELECT market, symbol, tick_size, step_size, min_notional, base_asset, quote_asset "
+            "FROM instruments"
+        )
+    ]
+
+
 def _portfolio_rebuild(conn: sqlite3.Connection) -> tuple[str, Any]:
-    """Use the portfolio's own rebuild when it exists; ('unavailable', None) otherwise."""
+    """Rebuild with the portfolio's own code (`worker.portfolio.rebuild_from_fills`) from the persisted
+    fills and funding payments. Returns (status, portfolio or error text)."""
     try:
         from worker import portfolio
     except ImportError:
         return "unavailable", None
-    rebuild = getattr(portfolio, "rebuild_from_fills", None)
-    if rebuild is None:
-        return "unavailable", None
+    payments = [
+        portfolio.FundingPayment(*row)
+        for row in conn.execute(
+            "SELECT symbol, funding_ns, rate_e8, mark_price, position_qty, amount FROM funding_payments"
+        )
+    ]
     try:
-        return "ok", rebuild(list(iter_fills(conn)))
-    except TypeError:
-        return "incompatible", None
+        rebuilt = portfolio.rebuild_from_fills(iter_fills(conn), instruments_from_db(conn), funding=payments)
+    except ValueError as exc:  # ImpossibleFill: a fill that cannot have happened on the account
+        return "refused", str(exc)
+    return "ok", rebuilt
 
 
 def verify(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -395,6 +425,8 @@ def verify(conn: sqlite3.Connection) -> dict[str, Any]:
     report["portfolio_rebuild"] = status
     if status == "ok":
         mismatches += _compare_portfolio(portfolio_result, rebuilt)
+    elif status == "refused":
+        mismatches.append({"kind": "portfolio_refused", "problem": portfolio_result})
     report["fills"] = int(whole[0] or 0)
     report["orders"] = orders_checked
     report["positions"] = {
@@ -409,19 +441,22 @@ def verify(conn: sqlite3.Connection) -> dict[str, Any]:
 
 
 def _compare_portfolio(result: Any, rebuilt: dict[tuple[str, str], Position]) -> list[dict[str, Any]]:
-    """Compare quantities with the portfolio's rebuild, whatever its exact shape (qty per symbol)."""
-    positions = getattr(result, "positions", result)
-    if not isinstance(positions, dict):
-        return []
-    mine = {symbol: p.qty for (_, symbol), p in rebuilt.items()}
+    """The portfolio's rebuild against the store's ledger, field by field, per symbol."""
     out = []
-    for symbol, value in positions.items():
-        qty = getattr(value, "qty", value)
-        key = symbol if isinstance(symbol, str) else getattr(symbol, "symbol", str(symbol))
-        if isinstance(key, tuple):
-            key = key[-1]
-        if isinstance(qty, int) and mine.get(key, 0) != qty:
+    mine = {symbol: p for (_, symbol), p in rebuilt.items()}
+    fields = ("qty", "cost", "realized_pnl", "fees", "funding", "fills")
+    for symbol in sorted(set(mine) | set(result.positions)):
+        theirs = result.positions.get(symbol)
+        ours = mine.get(symbol, Position())
+        a = tuple(getattr(theirs, f, 0) if theirs is not None else 0 for f in fields)
+        b = tuple(getattr(ours, f) for f in fields)
+        if a != b:
             out.append(
-                {"kind": "portfolio", "symbol": key, "portfolio_qty": qty, "ledger_qty": mine.get(key, 0)}
+                {
+                    "kind": "portfolio",
+                    "symbol": symbol,
+                    "portfolio": dict(zip(fields, a, strict=True)),
+                    "ledger": dict(zip(fields, b, strict=True)),
+                }
             )
     return out

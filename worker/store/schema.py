@@ -163,11 +163,25 @@ CREATE TABLE positions (
     cost          INTEGER NOT NULL,          -- signed money: cost basis of the open quantity
     realized_pnl  INTEGER NOT NULL,          -- money, gross of fees
     fees          INTEGER NOT NULL,          -- money (quote), sum of fills.fee_quote
+    funding       INTEGER NOT NULL DEFAULT 0,  -- money credited by USD-M funding (negative = paid)
     fills         INTEGER NOT NULL,
     last_fill_id  INTEGER NOT NULL,
     updated_ns    INTEGER NOT NULL,
     PRIMARY KEY (market, symbol)
 ) STRICT;
+
+-- USD-M funding settlements (what each funding event paid or credited one position).
+CREATE TABLE funding_payments (
+    symbol        TEXT NOT NULL,
+    funding_ns    INTEGER NOT NULL,
+    market        TEXT NOT NULL,
+    rate_e8       INTEGER NOT NULL,          -- funding rate in 1e-8 units
+    mark_price    INTEGER NOT NULL,          -- ticks
+    position_qty  INTEGER NOT NULL,          -- signed lots at settlement
+    amount        INTEGER NOT NULL,          -- money credited (negative = paid)
+    run_id        INTEGER NOT NULL,
+    PRIMARY KEY (symbol, funding_ns)
+) STRICT, WITHOUT ROWID;
 
 -- The portfolio's own periodic view (checked against a rebuild from fills on restart).
 CREATE TABLE position_snapshots (
@@ -386,6 +400,7 @@ CREATE TABLE totals_symbol (
     volume        INTEGER NOT NULL DEFAULT 0,  -- money: sum of fill notionals
     fees          INTEGER NOT NULL DEFAULT 0,
     realized_pnl  INTEGER NOT NULL DEFAULT 0,
+    funding       INTEGER NOT NULL DEFAULT 0,
     wins          INTEGER NOT NULL DEFAULT 0,
     losses        INTEGER NOT NULL DEFAULT 0,
     gross_profit  INTEGER NOT NULL DEFAULT 0,
@@ -412,6 +427,7 @@ CREATE TABLE totals_hourly (
     volume        INTEGER NOT NULL DEFAULT 0,
     fees          INTEGER NOT NULL DEFAULT 0,
     realized_pnl  INTEGER NOT NULL DEFAULT 0,
+    funding       INTEGER NOT NULL DEFAULT 0,
     wins          INTEGER NOT NULL DEFAULT 0,
     losses        INTEGER NOT NULL DEFAULT 0,
     gross_profit  INTEGER NOT NULL DEFAULT 0,
@@ -504,6 +520,21 @@ BEGIN
     FROM orders WHERE order_id = NEW.order_id AND (NEW.seq = 1 OR NEW.status = 'Denied')
     ON CONFLICT (hour_s, market, symbol) DO UPDATE SET
         orders = orders + excluded.orders, orders_denied = orders_denied + excluded.orders_denied;
+END;
+
+CREATE TRIGGER funding_apply AFTER INSERT ON funding_payments
+BEGIN
+    INSERT INTO positions (market, symbol, qty, cost, realized_pnl, fees, funding, fills, last_fill_id,
+                           updated_ns)
+    VALUES (NEW.market, NEW.symbol, 0, 0, 0, 0, NEW.amount, 0, 0, NEW.funding_ns)
+    ON CONFLICT (market, symbol) DO UPDATE SET funding = funding + excluded.funding;
+
+    INSERT INTO totals_symbol (market, symbol, funding) VALUES (NEW.market, NEW.symbol, NEW.amount)
+    ON CONFLICT (market, symbol) DO UPDATE SET funding = funding + excluded.funding;
+
+    INSERT INTO totals_hourly (hour_s, market, symbol, funding)
+    VALUES ((NEW.funding_ns / 3600000000000) * 3600, NEW.market, NEW.symbol, NEW.amount)
+    ON CONFLICT (hour_s, market, symbol) DO UPDATE SET funding = funding + excluded.funding;
 END;
 
 CREATE TRIGGER markouts_totals AFTER INSERT ON markouts

@@ -144,6 +144,10 @@ _INSERT_SYSTEM = (
     "INSERT INTO system_events (ts_ns, run_id, kind, severity, market, symbol, detail_json) "
     "VALUES (?,?,?,?,?,?,?)"
 )
+_INSERT_FUNDING = (
+    "INSERT INTO funding_payments (symbol, funding_ns, market, rate_e8, mark_price, position_qty, amount, "
+    "run_id) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+)
 _INSERT_SNAPSHOT = (
     "INSERT INTO position_snapshots (ts_ns, run_id, market, symbol, qty, cost, realized_pnl, fees, "
     "last_fill_id) VALUES (?,?,?,?,?,?,?,?,?)"
@@ -644,6 +648,18 @@ class StoreWriter:
             return [(_INSERT_SNAPSHOT, row)]
         if isinstance(record, OperatorActionApplied):
             return [(_APPLY_ACTION, (time.time_ns(), self.run_id, record.ts_ns, record.action_id))]
+        if hasattr(record, "funding_ns") and hasattr(record, "amount"):  # portfolio.FundingPayment
+            row = (
+                record.symbol,
+                record.funding_ns,
+                self._market(record.symbol),
+                record.rate_e8,
+                record.mark_price,
+                record.position_qty,
+                record.amount,
+                self.run_id,
+            )
+            return [(_INSERT_FUNDING, row)]
         if hasattr(record, "markout_bps") and hasattr(record, "horizon_ms"):  # the broker's Markout
             if record.markout_bps is None or record.mid is None:
                 return []  # no live book at the horizon: nothing to record
@@ -793,6 +809,7 @@ class StoreWriter:
 
 
 _REST_ORDER = {
+    _INSERT_FUNDING: -1,
     _INSERT_MARKOUT: 0,
     _INSERT_SIGNAL: 1,
     _INSERT_SIGNAL_OUTCOME: 2,
