@@ -22,6 +22,7 @@ CORE_MODULES = [
     "portfolio",
     "risk",
     "broker",
+    "fillmodels",
     "calendar",
     "engine",
 ]
