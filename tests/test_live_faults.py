@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -24,7 +25,7 @@ import pytest
 
 from tests.conftest import recording
 from tests.fakes.binance import FakeBinance
-from worker.app import App
+from worker.app import App, PumpCounters, pump
 from worker.binance.endpoints import Endpoints, connection_specs
 from worker.binance.parse import FrameParser
 from worker.binance.record import record
@@ -34,7 +35,7 @@ from worker.binance.source import LiveSource
 from worker.binance.stream import full_jitter_delays
 from worker.book import SymbolBook, SyncState
 from worker.engine import Engine
-from worker.events import Market
+from worker.events import Market, TimerTick
 from worker.instruments import DEFAULT_INSTRUMENTS
 
 pytestmark = pytest.mark.timeout(30)
@@ -468,3 +469,52 @@ async def test_record_command_writes_a_replayable_recording(tmp_path: Path) -> N
     assert (book.gaps, book.resyncs, book.syncs) == (0, 0, 1)
     assert set(kinds) == {"DepthDiff", "Trade", "BookTicker", "DepthSnapshot"}
     assert sum(kinds.values()) == summary["frames"] + 1
+
+
+async def test_stale_snapshot_refetches_are_paced() -> None:
+    """A snapshot older than the buffered diffs is refetched, each time after a growing delay."""
+    async with FakeBinance() as fake:
+        for _ in range(5):
+            fake.rest_fault("stale")
+        async with Live(fake, SPOT, ["BTCUSDT"]) as live:
+            live.source.snapshot_pace_base = 0.05
+            await live.assert_equal_to_truth()
+            book = live.book()
+            assert (book.stale_snapshots, book.syncs, book.gaps) == (5, 1, 0)
+            assert live.stats()["snapshot_requests"] == 6 and live.stats()["snapshot_paced"] == 5
+            times = [t for t, path, _ in fake.rest_log if path.endswith("/depth")]
+            spacing = [b - a for a, b in itertools.pairwise(times)]
+            minimum = [0.05 * 2**n / 2 for n in range(5)]  # the lower edge of each jittered delay
+            assert all(s >= m * 0.99 for s, m in zip(spacing, minimum, strict=True)), spacing
+
+
+async def test_server_shutdown_notice_rotates_without_a_gap() -> None:
+    async with FakeBinance() as fake, Live(fake, SPOT, ["BTCUSDT"]) as live:
+        await live.until(live.live, "sync")
+        await fake.send_server_shutdown()
+        await live.until(lambda: live.stats()["rotations"] == 1, "rotation")
+        await live.assert_equal_to_truth()
+        book = live.book()
+        assert (book.gaps, book.resyncs, book.syncs) == (0, 0, 1)
+        assert live.stats()["malformed"] == 0 and fake.connections_total == 2
+
+
+async def test_pump_survives_an_engine_error() -> None:
+    class Flaky:
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def on_event(self, event: TimerTick) -> list[Any]:
+            if event.recv_ns == 2:
+                raise RuntimeError("bug in a strategy")
+            self.seen.append(event.recv_ns)
+            return [event.recv_ns]
+
+    async def events():  # type: ignore[no-untyped-def]
+        for i in range(1, 5):
+            yield TimerTick(i)
+
+    engine, sunk, counters = Flaky(), [], PumpCounters()
+    await pump(events(), engine, [lambda e, out: sunk.extend(out)], counters)  # type: ignore[arg-type]
+    assert engine.seen == [1, 3, 4] and sunk == [1, 3, 4]
+    assert (counters.events, counters.engine_errors) == (4, 1)

@@ -375,6 +375,11 @@ class FakeBinance:
             for frame in bad:
                 await self._send(conn, frame)
 
+    async def send_server_shutdown(self) -> None:
+        """Binance's notice that the server goes down soon (spot)."""
+        for conn in list(self.conns):
+            await self._send(conn, orjson.dumps({"e": "serverShutdown", "E": time.time_ns() // 1_000_000}))
+
     def silence(self, kind: str) -> None:
         """Streams of this kind go quiet on the connections open now (new connections are healthy)."""
         for conn in self.conns:
@@ -382,7 +387,7 @@ class FakeBinance:
 
     def rest_fault(self, kind: str, value: float = 0.0) -> None:
         """Queue a fault for the next depth request: "429"/"418" (value = Retry-After s), "500"/"503",
-        "slow" (value = delay s), "garbage" (a body that is not JSON)."""
+        "slow" (value = delay s), "garbage" (a body that is not JSON), "stale" (lastUpdateId 1)."""
         self.rest_faults.append((kind, value))
 
     # --- REST side ---
@@ -454,6 +459,11 @@ class FakeBinance:
                     await asyncio.sleep(value)
                 if kind == "garbage":
                     return self._json(ws, 200, "<html>oops")
+                if kind == "stale":  # a snapshot older than anything the client buffered
+                    book = self.books[(market, params.get("symbol", "").upper())]
+                    body = book.snapshot(limit, time.time_ns() // 1_000_000)
+                    body["lastUpdateId"] = 1
+                    return self._json(ws, 200, body)
             symbol = params.get("symbol", "").upper()
             if self._recording is not None:
                 body = self._recorded_snapshots.get((market, symbol))

@@ -9,7 +9,8 @@ Design and invariants:
   source asks `engine.snapshots_wanted()` (so it runs right after the previous event was applied) and
   starts one REST fetch per symbol named; the snapshot returns through the same queue, so the Engine
   sees snapshot and diffs in arrival order. Fetches retry until they succeed (the REST client honours
-  weight, 429 and 418); at most `max_concurrent_snapshots` run at once.
+  weight, 429 and 418); at most `max_concurrent_snapshots` run at once, and repeated requests for one
+  symbol are paced with a growing jittered delay (`_pace`), so a stale-snapshot loop is no storm.
 - A malformed frame (bad JSON, unknown stream, off-grid price) is counted and logged in one line, and
   dropped. Nothing in a frame can stop the source.
 - A dropped connection (or one the per-stream watchdog closed) emits `FeedStatus(DISCONNECTED)` for
@@ -63,6 +64,7 @@ class SourceCounters:
     malformed_snapshots: int = 0
     snapshot_requests: int = 0
     snapshot_failures: int = 0
+    snapshot_paced: int = 0
     disconnects: int = 0
     rotation_duplicates: int = 0
     rotation_held: int = 0
@@ -167,6 +169,8 @@ class LiveSource:
         queue_size: int = 10_000,
         max_concurrent_snapshots: int = 2,
         snapshot_retry_cap: float = 30.0,
+        snapshot_pace_base: float = 0.25,
+        snapshot_pace_reset_s: float = 60.0,
         stream_options: Mapping[str, Any] | None = None,
         recorder: Recorder | None = None,
     ) -> None:
@@ -182,6 +186,9 @@ class LiveSource:
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
         self._snapshot_slots = asyncio.Semaphore(max_concurrent_snapshots)
         self.snapshot_retry_cap = snapshot_retry_cap
+        self.snapshot_pace_base = snapshot_pace_base
+        self.snapshot_pace_reset_s = snapshot_pace_reset_s
+        self._episodes: dict[tuple[Market, str], tuple[int, float]] = {}
         self.stream_options = dict(stream_options or {})
         self.recorder = recorder
         self.counters = SourceCounters()
@@ -259,12 +266,35 @@ class LiveSource:
             self._fetching.add(key)
             self._spawn(self._fetch_snapshot(*key), f"snapshot {key[0]} {key[1]}")
 
+    def _pace(self, key: tuple[Market, str]) -> float:
+        """Seconds to wait before the next snapshot request of `key`.
+
+        Requests of one symbol in quick succession (a refetch after STALE, a retry after an error, a
+        gap soon after a sync) form an episode; each waits "equal jitter" in [b/2, b] with
+        b = min(cap, base·2^(n-1)), measured from the previous request. An episode ends after
+        `snapshot_pace_reset_s` without a request. This bounds a snapshot storm per symbol, so one bad
+        symbol cannot spend the weight every other symbol needs.
+        """
+        count, last = self._episodes.get(key, (0, float("-inf")))
+        since = time.monotonic() - last
+        if since > self.snapshot_pace_reset_s or count == 0:
+            self._episodes[key] = (0, last)
+            return 0.0
+        bound = min(self.snapshot_retry_cap, self.snapshot_pace_base * 2 ** (count - 1))
+        return max(0.0, random.uniform(bound / 2, bound) - since)
+
     async def _fetch_snapshot(self, market: Market, symbol: str) -> None:
         assert self.rest is not None and self.parser is not None
-        attempt = 0
+        key = (market, symbol)
         try:
             while True:
+                delay = self._pace(key)
+                if delay > 0:
+                    self.counters.snapshot_paced += 1
+                    await asyncio.sleep(delay)
                 async with self._snapshot_slots:
+                    count, _ = self._episodes.get(key, (0, 0.0))
+                    self._episodes[key] = (count + 1, time.monotonic())
                     self.counters.snapshot_requests += 1
                     try:
                         body, recv_ns = await self.rest.depth(symbol)
@@ -280,10 +310,10 @@ class LiveSource:
                             self.recorder.snapshot(symbol, market, body, recv_ns)
                         await self._put(snapshot)
                         return
-                attempt += 1
-                await asyncio.sleep(random.uniform(0, min(self.snapshot_retry_cap, 0.25 * 2**attempt)))
         finally:
-            self._fetching.discard((market, symbol))
+            # Cleared before the Engine can see the snapshot: `put` hands it over without yielding
+            # afterwards, so a STALE result always finds this symbol free to be fetched again.
+            self._fetching.discard(key)
 
     async def _put(self, event: Event) -> None:
         if self.queue.full():
@@ -391,5 +421,9 @@ class LiveSource:
                 rest_requests=rc.requests,
                 weight_waits=self.rest.budget.waits,
             )
+        books = getattr(self.engine, "symbol_books", None)
+        if books is not None:
+            out["gaps"] = sum(b.gaps for b in books())
+            out["resyncs"] = sum(b.resyncs for b in books())
         out["queue_depth"] = self.queue.qsize()
         return out

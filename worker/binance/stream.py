@@ -16,6 +16,7 @@ Design and invariants:
   n+1 beside lane n; both deliver frames (tagged with their lane) until the consumer calls
   `handoff_complete(n+1)` (the source does so once every book's sequence continues on the new lane),
   or `handoff_timeout_s` passes; only then is lane n closed. Nothing is lost in between.
+- A `serverShutdown` event (spot announces a server going down) starts a rotation at once.
 - Frames are handed over raw with `recv_ns = time.time_ns()` taken at receipt; parsing is the consumer's.
   Nothing a frame contains can raise out of this module.
 """
@@ -75,6 +76,10 @@ def envelope_stream(text: str | bytes) -> str | None:
     return text[start + 10 : end] if end > 0 else None
 
 
+def _is_server_shutdown(message: str | bytes) -> bool:
+    return (b'"serverShutdown"' if isinstance(message, bytes) else '"serverShutdown"') in message
+
+
 class LaneEvent(StrEnum):
     OPENED = "opened"
     CLOSED = "closed"
@@ -93,6 +98,7 @@ class StreamCounters:
     stale: int = 0
     rotations: int = 0
     handoff_timeouts: int = 0
+    server_shutdowns: int = 0
     frames: int = 0
     stale_by_stream: dict[str, int] = field(default_factory=dict)
 
@@ -153,6 +159,13 @@ class Lane:
                 async for message in ws:
                     recv_ns = time.time_ns()
                     c.counters.frames += 1
+                    if len(message) < 256 and _is_server_shutdown(message):
+                        # Binance announces a server going down: move to a new connection before it
+                        # does, exactly as for the 24 h cut-off (open, hand over, close).
+                        log.warning("%s#%d: serverShutdown announced; rotating", self.spec.name, self.gen)
+                        c.counters.server_shutdowns += 1
+                        c.rotate_now()
+                        continue
                     stream = envelope_stream(message)
                     if stream is not None:
                         self.last_frame[stream] = time.monotonic()
