@@ -27,7 +27,7 @@ Design and invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 import orjson
@@ -118,7 +118,7 @@ class _Codec:
             digits = text.replace(".", "", 1)
             if not (digits.isascii() and digits.isdigit()):
                 raise
-            lots = -(-Decimal(text) // self.instrument.step_size)
+            lots = (Decimal(text) / self.instrument.step_size).to_integral_value(ROUND_CEILING)
             self.rounded += 1
             return int(lots)
 
