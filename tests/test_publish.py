@@ -288,3 +288,26 @@ async def test_engine_outputs_are_published_in_the_documented_shape(sock_dir):
     writer.close()
     await pub.close()
     await task
+
+
+async def test_tail_follow_waits_for_the_worker_and_reconnects(sock_dir):
+    path = sock_dir / "f.sock"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", "tail", "--socket", str(path), "--follow", "--count", "2",
+        "--type", "book_top", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    first = Publisher(path)  # the worker comes up after tail started
+    await first.start()
+    await first.wait_for_clients(1, timeout=20)
+    first.offer(top(1))
+    await first.close()  # the worker restarts
+    second = Publisher(path)
+    await second.start()
+    await second.wait_for_clients(1, timeout=20)
+    second.offer(top(2))
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err
+    assert [orjson.loads(line)["update_id"] for line in out.decode().splitlines()] == [1001, 1002]
+    assert b"reconnecting" in err
+    await second.close()
