@@ -201,11 +201,37 @@ async def test_stale_socket_replaced_but_live_one_refused(sock_dir):
 async def test_offer_after_close_and_full_queue_are_counted(sock_dir):
     pub = Publisher(sock_dir / "f.sock", max_queue=3)
     await pub.start()
-    assert [pub.offer(top(i)) for i in range(5)] == [True, True, True, False, False]
+    assert pub.offer(top(0)) and pub.queue_depth == 0 and pub.stats.unheard == 1  # nobody listens
+    _reader, writer = await asyncio.open_unix_connection(str(sock_dir / "f.sock"))
+    await pub.wait_for_clients(1)
+    assert [pub.offer(top(i)) for i in range(5)] == [True, True, True, False, False]  # no await: no drain
     assert pub.stats.queue_dropped == 2
+    writer.close()
     await pub.close()
     assert not pub.offer(top(9))
     assert pub.stats.queue_dropped == 3
+
+
+async def test_new_client_gets_the_latest_tops_first(sock_dir):
+    pub, task = await started(sock_dir / "f.sock")
+    for i in range(10):  # nobody connected: nothing queued, the latest top per symbol kept
+        pub.offer_book_top(top(i))
+        pub.offer_book_top(top(100 + i, symbol="ETHUSDT"))
+    assert pub.queue_depth == 0
+    r1, w1 = await asyncio.open_unix_connection(str(sock_dir / "f.sock"))
+    await pub.wait_for_clients(1)
+    got = await read_n(r1, 3)
+    assert [(m["symbol"], m["update_id"]) for m in got[1:]] == [("BTCUSDT", 1009), ("ETHUSDT", 1109)]
+    pub.offer_book_top(top(10))
+    assert (await read_n(r1, 1))[0]["update_id"] == 1010
+    r2, w2 = await asyncio.open_unix_connection(str(sock_dir / "f.sock"))  # after live traffic
+    await pub.wait_for_clients(2)
+    got = await read_n(r2, 3)
+    assert [m["update_id"] for m in got[1:]] == [1010, 1109]
+    w1.close()
+    w2.close()
+    await pub.close()
+    await task
 
 
 async def test_tail_prints_json_lines(sock_dir):

@@ -20,7 +20,8 @@ Wire format (version 1): every message is `uint32 big-endian length` + a Message
 `"type"` (str) and `"ts_ns"` (int, engine receive time in ns since the epoch, when the item has one).
 Prices are integer ticks and quantities integer lots of the symbol's instrument (see `hello`).
 - `hello`      first message on each connection: `version` (1), `ts_ns` (wall clock), plus whatever the
-               worker passes as `hello` (e.g. `instruments: {symbol: {tick_size, step_size}}`).
+               worker passes as `hello` (e.g. `instruments: {symbol: {tick_size, step_size}}`); then
+               the latest `book_top` of every symbol, then the live stream.
 - `book_top`   `symbol, market, ts_ns, update_id, bid_px, bid_qty, ask_px, ask_qty, mid2` (bid+ask in
                ticks, exact), `mid` (float ticks), `spread` (ticks), `imbalance` (float in [-1, 1] over
                the top levels, or nil), `microprice` (float ticks or nil), `exchange_ns` (or nil).
@@ -149,6 +150,7 @@ class PublisherStats:
     queue_dropped: int = 0  # offers refused because the publisher's queue was full
     encode_errors: int = 0  # items MessagePack could not encode (logged, skipped)
     book_tops_unchanged: int = 0  # offer_book_top calls skipped because the top did not change
+    unheard: int = 0  # offers skipped because no client was connected (not a loss)
     clients_connected: int = 0  # now
     clients_total: int = 0  # ever accepted
     clients_refused: int = 0  # over max_clients
@@ -259,14 +261,22 @@ class Publisher:
         self._run_task: asyncio.Task | None = None
         self._changed = asyncio.Condition()
         self._last_top: dict[tuple[str, str], tuple] = {}
+        self._latest_top: dict[tuple[str, str], Any] = {}  # as last sent (or due) to clients
         self._handlers: set[asyncio.Task] = set()
 
     # -- hot path -------------------------------------------------------------------------------------
     def offer(self, item: Any, kind: str | None = None) -> bool:
-        """Queue one item for every client; False (and counted) when the queue is full or closed."""
+        """Queue one item for every client; False (and counted) when the queue is full or closed.
+
+        With no client connected (the usual case) nothing is queued or encoded: the hot path pays
+        one check. New clients get the latest book tops right after `hello` instead.
+        """
         if self._closing or len(self._queue) >= self.max_queue:
             self.stats.queue_dropped += 1
             return False
+        if not self._clients:
+            self.stats.unheard += 1
+            return True
         self._queue.append((item, kind))
         if not self._wakeup.is_set():
             self._wakeup.set()
@@ -284,6 +294,9 @@ class Publisher:
             self.stats.book_tops_unchanged += 1
             return False
         self._last_top[key] = value
+        if not self._clients and not self._queue:
+            # Nothing older is in flight, so this is what a client connecting now should see first.
+            self._latest_top[key] = top
         return self.offer(top, "book_top")
 
     @property
@@ -350,6 +363,8 @@ class Publisher:
             chunks = []
             for _ in range(min(len(queue), 256)):
                 item, kind = queue.popleft()
+                if kind == "book_top" and not isinstance(item, Mapping):
+                    self._latest_top[(str(item.market), item.symbol)] = item
                 try:
                     chunks.append(encode(item, kind))
                 except Exception as exc:  # a bad item is logged and skipped, never fatal
@@ -415,7 +430,10 @@ class Publisher:
         self.stats.clients_total += 1
         self.stats.clients_connected = len(self._clients)
         hello = {"type": "hello", "version": VERSION, "ts_ns": time.time_ns(), **self.hello}
-        self._send(client, encode(hello))
+        # Then the latest top of every symbol as already sent to the others (so no reordering with
+        # what is still queued): a new client sees the market at once, not at the next change.
+        frames = [encode(hello)] + [encode(top, "book_top") for top in self._latest_top.values()]
+        self._send(client, b"".join(frames))
         self._notify_changed()
         try:
             # Clients have nothing to say; read (and discard) only to learn when they go away.
