@@ -6,7 +6,9 @@ Invariants:
 - `Filled`, `Cancelled`, `Rejected` and `Denied` are terminal: every transition out of them raises
   `IllegalTransition`, so an order can never be filled twice or revived.
 - `0 < filled_qty < qty` for `PartiallyFilled`; a fill beyond the order's quantity is refused.
-- Prices and quantities are integer ticks and lots; quantities are strictly positive, limit prices too.
+- Prices and quantities are integer ticks and lots; quantities are strictly positive, limit prices too
+  (a non-int price, e.g. 100.5 ticks, is off the tick grid and refused; bools are not quantities).
+- `TRANSITIONS` is the state machine as data, shared with the offline checker.
 - Orders are frozen values: a transition returns a new `Order`, so history is a list of values.
 """
 
@@ -84,6 +86,24 @@ class Denied:
 OrderStatus = Pending | PartiallyFilled | Filled | Cancelled | Rejected | Denied
 TERMINAL = (Filled, Cancelled, Rejected, Denied)
 
+# The whole state machine, by status name: what each status may become (first states: Pending, Denied).
+# `fill` moves Pending/PartiallyFilled to PartiallyFilled/Filled, `cancel` to Cancelled, `reject` only
+# from Pending. Readers that check persisted histories (`worker check`) use this same table.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "Pending": frozenset({"PartiallyFilled", "Filled", "Cancelled", "Rejected"}),
+    "PartiallyFilled": frozenset({"PartiallyFilled", "Filled", "Cancelled"}),
+    "Filled": frozenset(),
+    "Cancelled": frozenset(),
+    "Rejected": frozenset(),
+    "Denied": frozenset(),
+}
+INITIAL_STATES = frozenset({"Pending", "Denied"})
+
+
+def _positive_int(value: object) -> bool:
+    """A strictly positive int that is not a bool (True would silently mean one lot)."""
+    return type(value) is int and value > 0
+
 
 @dataclass(frozen=True, slots=True)
 class Order:
@@ -113,6 +133,11 @@ class Order:
         return isinstance(self.status, TERMINAL)
 
     @property
+    def is_open(self) -> bool:
+        """Pending or PartiallyFilled: it may still fill."""
+        return not isinstance(self.status, TERMINAL)
+
+    @property
     def status_name(self) -> str:
         return type(self.status).__name__
 
@@ -128,11 +153,17 @@ def new_order(
     created_ns: int,
     tag: str = "",
 ) -> Order:
-    """Build a Pending order, refusing quantities and prices that cannot exist."""
-    if not isinstance(qty, int) or qty <= 0:
+    """Build a Pending order, refusing quantities and prices that cannot exist.
+
+    Prices are whole ticks, so "off the tick grid" means anything that is not a positive int (a float,
+    a Decimal, a string): the conversion from decimals happens at the edge (`Instrument.price_ticks`).
+    """
+    if not isinstance(side, Side) or not isinstance(type, OrderType) or not isinstance(tif, TimeInForce):
+        raise IllegalTransition(f"unknown side/type/time-in-force: {side!r} {type!r} {tif!r}")
+    if not _positive_int(qty):
         raise IllegalTransition(f"order quantity must be a positive number of lots, got {qty!r}")
     if type is OrderType.LIMIT:
-        if not isinstance(price, int) or price <= 0:
+        if not _positive_int(price):
             raise IllegalTransition(f"limit price must be a positive number of ticks, got {price!r}")
     elif price is not None:
         raise IllegalTransition("a market order has no price")
@@ -165,8 +196,8 @@ def _require_open(order: Order, action: str) -> None:
 def fill(order: Order, qty: int) -> Order:
     """Apply a fill of `qty` lots: PartiallyFilled while some remains, Filled when none does."""
     _require_open(order, "fill")
-    if not isinstance(qty, int) or qty <= 0:
-        raise IllegalTransition(f"fill quantity must be positive, got {qty!r}")
+    if not _positive_int(qty):
+        raise IllegalTransition(f"fill quantity must be a positive number of lots, got {qty!r}")
     filled = order.status.filled_qty + qty
     if filled > order.qty:
         raise IllegalTransition(
