@@ -42,7 +42,7 @@ from typing import Any
 from worker.errors import ConfigError
 from worker.events import Market
 from worker.instruments import MONEY_SCALE, Instrument
-from worker.orders import OrderType, Side, TimeInForce
+from worker.orders import Order, OrderType, Side, TimeInForce, denied_order, new_order
 from worker.portfolio import Portfolio
 
 NS = 1_000_000_000
@@ -808,3 +808,23 @@ _TIFS = frozenset(TimeInForce)
 
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def order_for(intent: OrderIntent, decision: Decision, order_id: int) -> Order:
+    """The order a decision leads to: Pending with the approved quantity, or a `Denied` record."""
+    if isinstance(decision, Denied):
+        return denied_order(
+            order_id,
+            intent.symbol,
+            intent.side,
+            intent.type,
+            intent.tif,
+            intent.qty,
+            intent.price,
+            intent.ts_ns,
+            decision.reason,
+            intent.tag,
+        )
+    qty = decision.new_qty if isinstance(decision, Adjusted) else intent.qty
+    i = intent
+    return new_order(order_id, i.symbol, i.side, i.type, i.tif, qty, i.price, i.ts_ns, i.tag)
