@@ -31,7 +31,7 @@ from worker.binance.parse import FrameParser
 from worker.binance.record import record
 from worker.binance.recording import RecordedSnapshot, merged
 from worker.binance.rest import BinanceRest, RestError, WeightBudget
-from worker.binance.source import LiveSource
+from worker.binance.source import LiveSource, SourceFailed
 from worker.binance.stream import full_jitter_delays
 from worker.book import SymbolBook, SyncState
 from worker.engine import Engine
@@ -518,3 +518,35 @@ async def test_pump_survives_an_engine_error() -> None:
     await pump(events(), engine, [lambda e, out: sunk.extend(out)], counters)  # type: ignore[arg-type]
     assert engine.seen == [1, 3, 4] and sunk == [1, 3, 4]
     assert (counters.events, counters.engine_errors) == (4, 1)
+
+
+async def test_a_refused_stream_url_stops_the_worker_loudly() -> None:
+    """A 404 on the handshake means the URL or stream names are wrong: no retry loop, a clear error."""
+    async with FakeBinance() as fake:
+        fake.refuse_ws, fake.refuse_status = 1, 404
+        live = Live(fake, SPOT, ["BTCUSDT"])
+        await live.__aenter__()
+        with pytest.raises(SourceFailed, match="404"):
+            await asyncio.wait_for(live.task, 5)
+        assert fake.ws_refused == 1
+        await live.rest.aclose()
+
+
+async def test_a_bug_in_frame_handling_costs_nothing_but_that_frame() -> None:
+    async with FakeBinance() as fake, Live(fake, SPOT, ["BTCUSDT"]) as live:
+        await live.until(live.live, "sync")
+        real = live.source._on_frame
+        broken = {"left": 3}
+
+        async def flaky(text: str | bytes, recv_ns: int, lane: Any) -> None:
+            if broken["left"] and b"@trade" in (text if isinstance(text, bytes) else text.encode()):
+                broken["left"] -= 1
+                raise RuntimeError("bug")
+            await real(text, recv_ns, lane)
+
+        for client in live.source.clients.values():
+            client.on_frame = flaky
+        await live.until(lambda: broken["left"] == 0, "three failures")
+        await live.assert_equal_to_truth()
+        assert live.source.clients["spot"].counters.handler_errors == 3
+        assert live.stats()["reconnects"] == 0 and live.book().resyncs == 0

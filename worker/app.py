@@ -7,6 +7,8 @@ Design and invariants:
   their own bounded queue and drain it in a background task (`App.add_task`).
 - One bad event never stops the loop: an exception from the Engine or a sink is logged (once per
   kind, then counted) and the loop goes on.
+- A `SourceFailed` (the venue refuses the configured URL) ends `run` with that error: exit code 1 and
+  one clear log line, never a worker idling without data.
 - SIGINT/SIGTERM set `stop`; the loop task is cancelled, the source closes its sockets, background
   tasks are cancelled and awaited, and `main` returns 0. A second signal during shutdown is ignored
   (the first one is already doing the work).
@@ -26,7 +28,7 @@ from typing import Any
 
 from worker.binance.endpoints import USDM_DEPTH_SPEEDS, Endpoints
 from worker.binance.rest import BinanceRest
-from worker.binance.source import LiveSource
+from worker.binance.source import LiveSource, SourceFailed
 from worker.engine import BookTop, Engine, SyncChange
 from worker.errors import ConfigError
 from worker.events import Event, Market
@@ -118,15 +120,23 @@ class App:
         self._background.append(coro)
 
     async def run(self) -> None:
-        async with self.source, asyncio.TaskGroup() as group:
-            tasks = [group.create_task(c) for c in self._background]
-            loop_task = group.create_task(pump(self.source, self.engine, self.sinks, self.counters))
-            await self.stop.wait()
-            log.info("shutting down after %d events", self.counters.events)
-            loop_task.cancel()
-            for t in tasks:
-                t.cancel()
-        log.info("stopped; source counters: %s", self.source.stats())
+        """Run until `stop` is set; raises `SourceFailed` when the market data can never flow."""
+        try:
+            async with self.source, asyncio.TaskGroup() as group:
+                tasks = [group.create_task(c) for c in self._background]
+                loop_task = group.create_task(pump(self.source, self.engine, self.sinks, self.counters))
+                await self.stop.wait()
+                log.info("shutting down after %d events", self.counters.events)
+                loop_task.cancel()
+                for t in tasks:
+                    t.cancel()
+        except BaseExceptionGroup as group:
+            failed = group.subgroup(SourceFailed)
+            if failed is None:
+                raise
+            raise failed.exceptions[0] from None
+        finally:
+            log.info("stopped; source counters: %s", self.source.stats())
 
 
 def _symbols(values: list[str]) -> list[str]:
@@ -194,5 +204,8 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    except SourceFailed as exc:
+        log.error("worker stopped: %s", exc)
+        return 1
     except KeyboardInterrupt:  # a signal before the handlers were installed
         return 130

@@ -211,7 +211,8 @@ class FakeBinance:
         self.blocked_until = 0.0
         self.requests_while_blocked = 0
         self.depth_requests = 0
-        self.refuse_ws = 0  # the next n WebSocket upgrades get HTTP 503
+        self.refuse_ws = 0  # the next n WebSocket upgrades get HTTP `refuse_status`
+        self.refuse_status = 503
         self.ws_refused = 0
         # recording mode
         self._recording: deque[tuple[str, bytes]] | None = None
@@ -414,7 +415,7 @@ class FakeBinance:
             if self.refuse_ws > 0:
                 self.refuse_ws -= 1
                 self.ws_refused += 1
-                return ws.respond(503, "Service Unavailable\n")
+                return ws.respond(self.refuse_status, "refused on command\n")
             streams = parse_qs(url.query).get("streams", [""])[0].split("/")
             allowed = USDM_ROUTE_KINDS.get(url.path)
             if not streams or not all("@" in s for s in streams):

@@ -45,6 +45,13 @@ log = logging.getLogger(__name__)
 MAX_HELD = 2000  # new-lane events held while the old lane catches up; past this, switch and let books check
 
 
+class SourceFailed(RuntimeError):
+    """A stream can never work as configured (e.g. the venue refused the URL): the worker must stop."""
+
+
+_FAILED: Any = object()  # queue sentinel: the consumer raises `failure`
+
+
 class EngineLike(Protocol):
     def snapshots_wanted(self) -> list[tuple[Market, str]]: ...
 
@@ -200,6 +207,7 @@ class LiveSource:
         self._fetching: set[tuple[Market, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._malformed_logged = 0
+        self.failure: SourceFailed | None = None
 
     # --- lifecycle ---
     async def start(self) -> None:
@@ -238,24 +246,28 @@ class LiveSource:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("source task %s failed: %r", task.get_name(), task.exception())
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("source task %s failed: %r", task.get_name(), exc)
+        if self.failure is None:
+            self.failure = SourceFailed(f"{task.get_name()}: {exc}")
+            self.failure.__cause__ = exc
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(_FAILED)  # wake the consumer; a full queue wakes it anyway
 
     # --- the consumer side ---
     def __aiter__(self) -> LiveSource:
         return self
 
     async def __anext__(self) -> Event:
+        if self.failure is not None:
+            raise self.failure
         self.request_snapshots()
-        return await self.queue.get()
-
-    def get_nowait(self) -> Event | None:
-        """Next event if one is ready (lets a consumer drain a burst without awaiting each)."""
-        self.request_snapshots()
-        try:
-            return self.queue.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
+        event = await self.queue.get()
+        if event is _FAILED:
+            raise self.failure  # type: ignore[misc]
+        return event
 
     def request_snapshots(self) -> None:
         """Start a REST fetch for every symbol the Engine says needs a snapshot now."""

@@ -7,6 +7,9 @@ Design and invariants:
   with full jitter (`reconnect_delays=`). A connection that opened and then dropped also waits a
   full-jitter delay (reset after `stable_s` of uptime), so a server that accepts and drops at once is
   not hammered.
+- Connect failures are retried (`process_connect_error`) except a refused handshake whose status
+  says the URL or a stream name is wrong (400, 404, ...): that raises out of `StreamClient.run`, and
+  the source hands it to its consumer, so a misconfigured worker stops loudly instead of idling.
 - Pings: websockets answers the server's pings with pongs by itself (Binance pings every 20 s on spot,
   3 min on USD-M, and drops a client that does not pong); our own keepalive pings (`ping_interval`)
   detect a dead TCP path.
@@ -28,12 +31,13 @@ import contextlib
 import logging
 import random
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from worker.binance.endpoints import ConnectionSpec
 
@@ -76,6 +80,19 @@ def envelope_stream(text: str | bytes) -> str | None:
     return text[start + 10 : end] if end > 0 else None
 
 
+FATAL_HANDSHAKE_STATUSES = frozenset({400, 401, 403, 404, 405, 410, 414})
+
+
+def process_connect_error(exc: Exception) -> Exception | None:
+    """websockets' retry policy, widened: everything is retried (with our backoff) except a handshake
+    refused with a status that says the URL or the stream names are wrong; retrying those cannot help,
+    so the error surfaces and the worker stops with a clear message. 429/418 on the handshake (too
+    many connections) are retried, and the capped backoff keeps us from pressing on."""
+    if isinstance(exc, InvalidStatus) and exc.response.status_code in FATAL_HANDSHAKE_STATUSES:
+        return exc
+    return None
+
+
 def _is_server_shutdown(message: str | bytes) -> bool:
     return (b'"serverShutdown"' if isinstance(message, bytes) else '"serverShutdown"') in message
 
@@ -99,6 +116,7 @@ class StreamCounters:
     rotations: int = 0
     handoff_timeouts: int = 0
     server_shutdowns: int = 0
+    handler_errors: int = 0
     frames: int = 0
     stale_by_stream: dict[str, int] = field(default_factory=dict)
 
@@ -139,6 +157,7 @@ class Lane:
             max_queue=c.max_queue,
             compression=None,  # Binance does not compress; skipping deflate saves CPU
             proxy=None,
+            process_exception=process_connect_error,
         ):
             if self.retiring:
                 await ws.close()
@@ -169,7 +188,12 @@ class Lane:
                     stream = envelope_stream(message)
                     if stream is not None:
                         self.last_frame[stream] = time.monotonic()
-                    await c.on_frame(message, recv_ns, self)
+                    try:
+                        await c.on_frame(message, recv_ns, self)
+                    except Exception:  # a bug downstream must not cost us the connection
+                        c.counters.handler_errors += 1
+                        if c.counters.handler_errors <= 10 or c.counters.handler_errors % 1000 == 0:
+                            log.exception("%s#%d frame handler failed", self.spec.name, self.gen)
                 rcvd = ws.close_code
                 reason = f"closed by {'us' if self.retiring else 'server'} (code {rcvd})"
             except ConnectionClosed as exc:
@@ -300,19 +324,23 @@ class StreamClient:
                 await lane.retire()
 
     async def _wait_rotation_due(self) -> None:
+        """Return when the primary connection is due for rotation (or `rotate_now`); raise when its lane
+        died of a fatal error."""
         while True:
             lane = self.primary
-            if lane.task is not None and lane.task.done() and not lane.retiring:
-                lane.task.result()  # a fatal connect error (e.g. HTTP 404): surface it
-            left = (
-                self.rotate_after_s - (time.monotonic() - lane.connected_at)
-                if lane.connected_at is not None
-                else self.rotate_after_s
-            )
+            assert lane.task is not None
+            if lane.task.done():
+                lane.task.result()  # a fatal connect error (e.g. HTTP 404) surfaces here
+                raise RuntimeError(f"{lane!r} ended")
+            age = time.monotonic() - lane.connected_at if lane.connected_at is not None else 0.0
+            left = self.rotate_after_s - age
             if left <= 0:
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rotate_due.wait(), timeout=min(left, 5.0))
+            waiter = asyncio.ensure_future(self._rotate_due.wait())
+            try:
+                await asyncio.wait({waiter, lane.task}, timeout=min(left, 60.0), return_when=FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
             if self._rotate_due.is_set():
                 self._rotate_due.clear()
                 return
