@@ -158,6 +158,23 @@ async def test_burst_of_fills_becomes_one_digest(fake):
     assert n.stats.digests == 1 and n.stats.sent == 2
 
 
+async def test_any_burst_of_fills_takes_one_queue_slot(fake):
+    n = Notifier(config(fake, max_queue=2))
+    for i in range(5000):
+        assert n.offer_fill(fill(qty="0.001", side="SELL" if i % 2 else "BUY"))
+    assert n.queue_depth == 1
+    assert n.offer("text") and not n.offer("no room")
+    await n.start()
+    await drained(n)
+    texts = fake.texts()
+    assert texts[0].splitlines() == [
+        "💱 5000 fills",
+        "BTCUSDT BUY: 2500 fills, 2.500 @ avg 60000.10, fee 0.02500 BNB",
+        "BTCUSDT SELL: 2500 fills, 2.500 @ avg 60000.10, fee 0.02500 BNB",
+    ]
+    assert texts[1] == "text" and n.stats.queue_dropped == 1
+
+
 async def test_single_fill_and_photo(fake):
     n = await started(config(fake))
     instrument = Instrument("BTCUSDT", Market.SPOT, Decimal("0.01"), Decimal("0.00001"), Decimal("5"))

@@ -8,8 +8,9 @@ Design:
 - `Notifier.offer*()` is for the synchronous hot path: a bounded deque append, never blocks, never
   raises; a full queue drops the new note and counts it (`stats.queue_dropped`).
 - `Notifier.run()` is the one sender task. Pacing: at most one request per `min_interval_s` per chat
-  (Telegram: about 1 message/s per chat). Fills queued while the sender waits are merged into ONE
-  digest, so a burst of fills costs one message, not a backlog.
+  (Telegram: about 1 message/s per chat). Fills offered while a chat's digest is still queued join
+  it (running totals per symbol and side, constant memory), so a burst of any size costs one queue
+  slot and one message, not a backlog.
 - Failures: 429 waits the `retry_after` Telegram names, then retries (up to `max_rate_limited` times,
   and never longer than `max_retry_after_s`); timeouts, network errors and 5xx retry with doubling
   backoff up to `max_attempts`, then the note is dropped and counted (`stats.failed`); 400/403 (bad or
@@ -142,24 +143,52 @@ def fill_text(fill: FillNote) -> str:
     return _cut(f"💱 {fill.side} {fill.qty} {fill.symbol} @ {fill.price}{liq}{fee}")
 
 
+@dataclass(slots=True)
+class _Group:
+    count: int = 0
+    qty: Decimal = Decimal(0)
+    notional: Decimal = Decimal(0)
+    exponent: int = -2  # decimals to show the average price with
+    fees: dict[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class FillDigest:
+    """Running totals of fills per (symbol, side): a burst of any size costs constant memory."""
+
+    total: int = 0
+    first: FillNote | None = None
+    groups: dict[tuple[str, str], _Group] = field(default_factory=dict)
+
+    def add(self, fill: FillNote) -> None:
+        self.total += 1
+        if self.first is None:
+            self.first = fill
+        group = self.groups.setdefault((fill.symbol, fill.side), _Group())
+        group.count += 1
+        group.qty += fill.qty
+        group.notional += fill.qty * fill.price
+        group.exponent = min(group.exponent, int(fill.price.as_tuple().exponent))
+        if fill.fee is not None:
+            group.fees[fill.fee_asset] = group.fees.get(fill.fee_asset, Decimal(0)) + fill.fee
+
+    def text(self) -> str:
+        if self.total == 1 and self.first is not None:
+            return fill_text(self.first)
+        lines = [f"💱 {self.total} fills"]
+        for (symbol, side), g in sorted(self.groups.items()):
+            avg = (g.notional / g.qty).quantize(Decimal(1).scaleb(g.exponent)) if g.qty else Decimal(0)
+            fee = "".join(f", fee {v} {k}" for k, v in sorted(g.fees.items()))
+            lines.append(f"{symbol} {side}: {g.count} fills, {g.qty} @ avg {avg}{fee}")
+        return _cut("\n".join(lines))
+
+
 def fills_digest(fills: Sequence[FillNote]) -> str:
     """Many fills in one message: per symbol and side, count, quantity, average price, fees."""
-    groups: dict[tuple[str, str], list[FillNote]] = {}
+    digest = FillDigest()
     for f in fills:
-        groups.setdefault((f.symbol, f.side), []).append(f)
-    lines = [f"💱 {len(fills)} fills"]
-    for (symbol, side), group in sorted(groups.items()):
-        qty = sum((f.qty for f in group), Decimal(0))
-        notional = sum((f.qty * f.price for f in group), Decimal(0))
-        exponent = min(min(int(f.price.as_tuple().exponent) for f in group), -2)
-        avg = (notional / qty).quantize(Decimal(1).scaleb(exponent)) if qty else Decimal(0)
-        fees: dict[str, Decimal] = {}
-        for f in group:
-            if f.fee is not None:
-                fees[f.fee_asset] = fees.get(f.fee_asset, Decimal(0)) + f.fee
-        fee = "".join(f", fee {v} {k}" for k, v in sorted(fees.items()))
-        lines.append(f"{symbol} {side}: {len(group)} fills, {qty} @ avg {avg}{fee}")
-    return _cut("\n".join(lines))
+        digest.add(f)
+    return digest.text()
 
 
 def breaker_tripped(name: str, reason: str, value: Any = None, limit: Any = None) -> str:
@@ -254,10 +283,9 @@ class NotifierStats:
 
 @dataclass(slots=True)
 class _Note:
-    kind: str  # "text" | "fill" | "photo"
+    kind: str  # "text" | "fill" (placeholder for the chat's pending FillDigest) | "photo"
     text: str = ""
     chat_id: str = ""
-    fill: FillNote | None = None
     photo: bytes | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -284,6 +312,7 @@ class Notifier:
         self._wakeup = asyncio.Event()
         self._next_allowed: dict[str, float] = {}
         self._last_by_key: dict[str, float] = {}
+        self._fills: dict[str, FillDigest] = {}  # chat -> fills waiting in that chat's queued digest
         self._closing = False
         self._run_task: asyncio.Task | None = None
         self._client: httpx.AsyncClient | None = None
@@ -316,7 +345,18 @@ class Notifier:
         return self._offer(_Note("text", text=_cut(text), chat_id=self._chat(chat_id)))
 
     def offer_fill(self, fill: FillNote, chat_id: str | int | None = None) -> bool:
-        return self._offer(_Note("fill", fill=fill, chat_id=self._chat(chat_id)))
+        """Add a fill to the chat's pending digest; it takes one queue slot however many fills join."""
+        chat = self._chat(chat_id)
+        digest = self._fills.get(chat)
+        if digest is not None and not self.disabled and not self._closing:
+            self.stats.offered += 1
+            digest.add(fill)  # a digest note for this chat is already queued: join it
+            return True
+        if not self._offer(_Note("fill", chat_id=chat)):
+            return False
+        self._fills[chat] = FillDigest()
+        self._fills[chat].add(fill)
+        return True
 
     def offer_photo(self, png: bytes, caption: str = "", chat_id: str | int | None = None) -> bool:
         return self._offer(
@@ -385,24 +425,17 @@ class Notifier:
             self.stats.failed += len(self._queue)
             log.warning("telegram notes dropped at shutdown", extra={"count": len(self._queue)})
             self._queue.clear()
+            self._fills.clear()
 
     def _take(self) -> _Note:
-        """Pop the next note; a fill at the head takes every queued fill for that chat into one digest."""
-        head = self._queue.popleft()
-        if head.kind != "fill":
-            return head
-        fills = [head.fill]
-        rest: deque[_Note] = deque()
-        for note in self._queue:
-            if note.kind == "fill" and note.chat_id == head.chat_id:
-                fills.append(note.fill)
-            else:
-                rest.append(note)
-        self._queue = rest
-        if len(fills) == 1:
-            return _Note("text", text=fill_text(fills[0]), chat_id=head.chat_id)
-        self.stats.digests += 1
-        return _Note("text", text=fills_digest(fills), chat_id=head.chat_id)
+        """Pop the next note; a fill note becomes the text of every fill that joined its digest."""
+        note = self._queue.popleft()
+        if note.kind != "fill":
+            return note
+        digest = self._fills.pop(note.chat_id, None) or FillDigest()
+        if digest.total > 1:
+            self.stats.digests += 1
+        return _Note("text", text=digest.text(), chat_id=note.chat_id)
 
     async def _wait_slot(self, chat_id: str) -> None:
         loop = asyncio.get_running_loop()
@@ -444,6 +477,7 @@ class Notifier:
                     self.disabled = "unauthorized: check the bot token"
                     dropped = len(self._queue)
                     self._queue.clear()
+                    self._fills.clear()
                     self.stats.disabled_dropped += dropped
                     log.error(
                         "telegram refused the bot token; notifications off",
