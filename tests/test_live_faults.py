@@ -31,11 +31,11 @@ from worker.binance.parse import FrameParser
 from worker.binance.record import record
 from worker.binance.recording import RecordedSnapshot, merged
 from worker.binance.rest import BinanceRest, RestError, WeightBudget
-from worker.binance.source import LiveSource, SourceFailed
+from worker.binance.source import LiveSource, SourceFailed, _Gate
 from worker.binance.stream import full_jitter_delays
 from worker.book import SymbolBook, SyncState
 from worker.engine import Engine
-from worker.events import Market, TimerTick
+from worker.events import DepthDiff, Market, TimerTick, Trade
 from worker.instruments import DEFAULT_INSTRUMENTS
 
 pytestmark = pytest.mark.timeout(30)
@@ -550,3 +550,43 @@ async def test_a_bug_in_frame_handling_costs_nothing_but_that_frame() -> None:
         await live.assert_equal_to_truth()
         assert live.source.clients["spot"].counters.handler_errors == 3
         assert live.stats()["reconnects"] == 0 and live.book().resyncs == 0
+
+
+async def test_scheduled_rotation_repeats_without_gaps() -> None:
+    options = {"rotate_after_s": 0.25, "handoff_timeout_s": 5.0}
+    async with FakeBinance() as fake, Live(fake, SPOT, ["BTCUSDT"], stream_options=options) as live:
+        await live.until(lambda: live.stats()["rotations"] >= 3, "three scheduled rotations")
+        await live.assert_equal_to_truth()
+        book = live.book()
+        assert (book.gaps, book.resyncs, book.syncs) == (0, 0, 1)
+        assert live.stats()["handoff_timeouts"] == 0
+
+
+def _diff(first: int, final: int, prev: int | None = None) -> DepthDiff:
+    market = SPOT if prev is None else USDM
+    return DepthDiff("BTCUSDT", market, first, final, prev, [], [], 0, 0)
+
+
+@pytest.mark.parametrize("usdm", [False, True])
+def test_rotation_gate_holds_a_new_lane_that_runs_ahead(usdm: bool) -> None:
+    """The new lane (2) is ahead of the old one (1): its events wait until the old lane catches up."""
+    gate = _Gate("depth", 1)
+    prev = (lambda p: p) if usdm else (lambda p: None)
+    out = gate.admit(_diff(1, 10, prev(0)), 10, 1, 1)
+    assert [d.final_id for d in out] == [10]
+    ahead = _diff(14, 16, prev(13))
+    assert gate.admit(ahead, 16, 2, 1) == []  # held: 11..13 not seen yet
+    caught = gate.admit(_diff(11, 13, prev(10)), 13, 1, 1) + gate.catch_up()
+    assert [d.final_id for d in caught] == [13, 16] and gate.gen == 2
+    assert gate.admit(_diff(14, 16, prev(13)), 16, 1, 1) == []  # the old lane's copy: dropped
+    assert [d.final_id for d in gate.admit(_diff(17, 18, prev(16)), 18, 2, 1)] == [18]
+
+
+def test_rotation_gate_switches_when_lanes_meet() -> None:
+    gate = _Gate("trade", 1)
+    trade = lambda i: Trade("BTCUSDT", SPOT, i, 1, 1, False, 0, 0)  # noqa: E731
+    assert gate.admit(trade(5), 5, 1, 1) == [trade(5)]
+    assert gate.admit(trade(4), 4, 2, 1) == []  # the new lane is behind: duplicate
+    assert gate.admit(trade(5), 5, 2, 1) == [] and gate.gen == 2  # same event on both: follow new
+    assert gate.admit(trade(6), 6, 1, 1) == []  # old lane after the switch
+    assert gate.admit(trade(6), 6, 2, 1) == [trade(6)]
