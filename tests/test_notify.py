@@ -280,3 +280,31 @@ def test_storm_detector_reports_once_per_storm():
     assert [storms.observe("spot:BTCUSDT", t) for t in (210, 220)] == [None, 3]
     with pytest.raises(ConfigError):
         notify.StormDetector(threshold=1)
+
+
+async def test_alert_sink_digests_fills_and_alerts_storms_and_feed_state(fake):
+    from worker.book import SyncState
+    from worker.engine import SyncChange
+    from worker.events import FeedState, FeedStatus, TimerTick
+
+    n = Notifier(config(fake))
+    instrument = Instrument("BTCUSDT", Market.SPOT, Decimal("0.01"), Decimal("0.00001"), Decimal("5"))
+    sink = notify.AlertSink(n, {"BTCUSDT": instrument}, notify.StormDetector(threshold=3, window_s=60))
+    record = Fill(
+        1, 1, "BTCUSDT", Side.BUY, 6_000_000, 100, 0, "USDT", Liquidity.MAKER, 0, "m", 0, 0, 0.0, 0.0, 0.0
+    )
+    sink(TimerTick(1), [record, record])
+    for i in range(5):  # five resyncs in 5 s: one storm alert
+        sink(TimerTick(i), [SyncChange("BTCUSDT", Market.SPOT, SyncState.SYNCING, "gap", i * 1_000_000_000)])
+    down = FeedStatus("BTCUSDT", Market.SPOT, FeedState.STALE, "no frames for 10s", 10_000_000_000)
+    sink(down, [])
+    sink(down, [])  # still stale: suppressed by the cooldown
+    sink(FeedStatus("BTCUSDT", Market.SPOT, FeedState.CONNECTED, "", 70_000_000_000), [])
+    await n.start()
+    await drained(n)
+    texts = fake.texts()
+    assert texts[0].startswith("💱 2 fills") and "0.00200 @ avg 60000.00" in texts[0]
+    assert texts[1] == "⚠️ Resync storm on spot:BTCUSDT: 3 book resyncs in 1m 0s"
+    assert texts[2] == "⚠️ Feed stale on spot:BTCUSDT: no frames for 10s"
+    assert texts[3] == "✅ Feed on spot:BTCUSDT back after 1m 0s"
+    assert len(texts) == 4 and n.stats.suppressed == 1

@@ -337,3 +337,23 @@ async def test_tail_follow_waits_for_the_worker_and_reconnects(sock_dir):
     assert [orjson.loads(line)["update_id"] for line in out.decode().splitlines()] == [1001, 1002]
     assert b"reconnecting" in err
     await second.close()
+
+
+async def test_feed_sink_forwards_what_clients_want(sock_dir):
+    from worker.engine import BookTop as EngineTop
+    from worker.events import FeedState, FeedStatus, Market, TimerTick
+    from worker.publish import FeedSink
+
+    pub, task = await started(sock_dir / "f.sock")
+    reader, writer = await asyncio.open_unix_connection(str(sock_dir / "f.sock"))
+    await pub.wait_for_clients(1)
+    sink = FeedSink(pub)
+    t = EngineTop("BTCUSDT", Market.SPOT, 1, 100, 5, 101, 2, 0.0, 100.5, 1, 2)
+    sink(TimerTick(5), [t, t, object()])  # duplicate top filtered, unknown output ignored
+    sink(FeedStatus("BTCUSDT", Market.SPOT, FeedState.DISCONNECTED, "ws closed", 9), [])
+    got = await read_n(reader, 3)
+    assert [m["type"] for m in got] == ["hello", "book_top", "status"]
+    assert got[2]["state"] == "disconnected" and got[2]["component"] == "feed"
+    writer.close()
+    await pub.close()
+    await task

@@ -209,7 +209,7 @@ def stale_feed(symbol: str, age_s: float) -> str:
 
 
 def feed_recovered(symbol: str, down_s: float) -> str:
-    return _cut(f"✅ Feed on {symbol} back in sync after {_duration(down_s)}")
+    return _cut(f"✅ Feed on {symbol} back after {_duration(down_s)}")
 
 
 def shabbat_pause(until: str, reason: str = "Shabbat") -> str:
@@ -547,3 +547,55 @@ def _number(value: Any) -> float:
         return max(float(value), 0.0)
     except (TypeError, ValueError):
         return 0.0
+
+
+class AlertSink:
+    """The worker's sink signature `(event, outputs) -> None`, turning engine outputs into notes.
+
+    - `Fill` -> `offer_fill` (digested), converted with the symbol's `Instrument`.
+    - `SyncChange` back to syncing -> counted per book in `storms`; a storm alerts (keyed cooldown).
+    - `FeedStatus` event STALE / DISCONNECTED -> one keyed alert per symbol and cooldown; CONNECTED
+      after one of those -> a recovery note.
+    Breaker trips/resets, Shabbat pause/resume, start/stop and the daily summary are offered by the
+    worker where those happen, with the builders above.
+    """
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        instruments: Mapping[str, Any],
+        storms: StormDetector | None = None,
+        cooldown_s: float = 300.0,
+    ) -> None:
+        self.notifier = notifier
+        self.instruments = instruments  # symbol -> Instrument (fills carry no market)
+        self.storms = storms or StormDetector()
+        self.cooldown_s = cooldown_s
+        self._down_since: dict[str, int] = {}
+
+    def __call__(self, event: Any, outputs: list[Any]) -> None:
+        if type(event).__name__ == "FeedStatus":
+            self._feed_status(event)
+        for out in outputs:
+            name = type(out).__name__
+            if name == "Fill":
+                instrument = self.instruments.get(out.symbol)
+                if instrument is not None:
+                    self.notifier.offer_fill(fill_note(out, instrument))
+            elif name == "SyncChange" and str(out.state) == "syncing":
+                key = f"{out.market}:{out.symbol}"
+                count = self.storms.observe(key, out.recv_ns / 1e9)
+                if count is not None:
+                    text = resync_storm(key, count, self.storms.window_s)
+                    self.notifier.offer(text, key=f"storm:{key}", cooldown_s=self.cooldown_s)
+
+    def _feed_status(self, status: Any) -> None:
+        key = f"{status.market}:{status.symbol}"
+        state = str(status.state)
+        if state in ("stale", "disconnected"):
+            self._down_since.setdefault(key, status.recv_ns)
+            text = f"⚠️ Feed {state} on {key}: {status.reason}"
+            self.notifier.offer(_cut(text), key=f"feed:{key}", cooldown_s=self.cooldown_s)
+        elif state == "connected" and key in self._down_since:
+            down_s = (status.recv_ns - self._down_since.pop(key)) / 1e9
+            self.notifier.offer(feed_recovered(key, down_s))

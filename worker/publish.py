@@ -495,3 +495,39 @@ def _socket_alive(path: Path) -> bool:
         return True
     finally:
         probe.close()
+
+
+# Engine outputs and events the feed carries, by class name -> message type. Anything else is not
+# market data for clients (orders, equity samples...) and is left out unless added here.
+FEED_TYPES: dict[str, str] = {
+    "BookTop": "book_top",
+    "SyncChange": "status",
+    "FeedStatus": "status",
+    "Fill": "fill",
+    "Features": "features",
+    "FeatureSample": "features",
+    "Signal": "signal",
+    "TradingStateChange": "status",
+}
+
+
+class FeedSink:
+    """The worker's sink signature `(event, outputs) -> None`, offering what clients want to `publisher`.
+
+    Synchronous and cheap: one dict lookup per output; book tops go through `offer_book_top` (change
+    filter); a `FeedStatus` event (the source's connection state) is published itself.
+    """
+
+    def __init__(self, publisher: Publisher, types: Mapping[str, str] | None = None) -> None:
+        self.publisher = publisher
+        self.types = dict(FEED_TYPES if types is None else types)
+
+    def __call__(self, event: Any, outputs: list[Any]) -> None:
+        if type(event).__name__ == "FeedStatus":
+            self.publisher.offer(event, "status")
+        for out in outputs:
+            kind = self.types.get(type(out).__name__)
+            if kind == "book_top":
+                self.publisher.offer_book_top(out)
+            elif kind is not None:
+                self.publisher.offer(out, kind)
