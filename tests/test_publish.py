@@ -295,10 +295,13 @@ async def test_engine_outputs_are_published_in_the_documented_shape(sock_dir):
     assert not pub.offer_book_top(engine_top)
     moved = EngineTop("BTCUSDT", Market.SPOT, 78, 100, 5, 103, 2, -0.1, 101.0, 12, 23)
     assert pub.offer_book_top(moved)  # only the imbalance changed: still a change
+    pub.offer(moved)  # offered as a plain item: same shape
     sync = SyncChange("BTCUSDT", Market.SPOT, SyncState.LIVE, "snapshot", 30)
     pub.offer(sync)
     pub.offer(FeedStatus("BTCUSDT", Market.SPOT, FeedState.STALE, "no frames for 10s", 40))
-    got = await read_n(reader, 5)
+    got = await read_n(reader, 6)
+    assert got[3] == got[2]
+    del got[3]
     top_msg = got[1]
     assert top_msg == {
         "type": "book_top", "symbol": "BTCUSDT", "market": "spot", "ts_ns": 22, "update_id": 77,

@@ -180,10 +180,12 @@ def decode_stream(buffer: bytearray) -> list[dict]:
 
 
 def _as_message(item: Any, kind: str | None) -> dict:
-    if kind == "book_top" and not isinstance(item, (BookTop, Mapping)) and hasattr(item, "bid"):
-        return engine_top_message(item)
+    if (kind in (None, "book_top")) and type(item).__name__ == "BookTop" and hasattr(item, "bid"):
+        return engine_top_message(item)  # the engine's NamedTuple BookTop
     if isinstance(item, Mapping):
         message = dict(item)
+    elif hasattr(item, "_asdict"):  # NamedTuple outputs
+        message = item._asdict()
     elif dataclasses.is_dataclass(item) and not isinstance(item, type):
         names = _FIELD_NAMES.get(type(item))
         if names is None:
