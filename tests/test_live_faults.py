@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import recording
 from tests.fakes.binance import FakeBinance
-from worker.app import App, PumpCounters, pump
+from worker.app import App, PumpCounters, TopLogger, pump
 from worker.binance.endpoints import Endpoints, connection_specs
 from worker.binance.parse import FrameParser
 from worker.binance.record import record
@@ -34,7 +34,7 @@ from worker.binance.rest import BinanceRest, RestError, WeightBudget
 from worker.binance.source import LiveSource, SourceFailed, _Gate
 from worker.binance.stream import full_jitter_delays
 from worker.book import SymbolBook, SyncState
-from worker.engine import Engine
+from worker.engine import BookTop, Engine
 from worker.events import DepthDiff, Market, TimerTick, Trade
 from worker.instruments import DEFAULT_INSTRUMENTS
 
@@ -590,3 +590,14 @@ def test_rotation_gate_switches_when_lanes_meet() -> None:
     assert gate.admit(trade(5), 5, 2, 1) == [] and gate.gen == 2  # same event on both: follow new
     assert gate.admit(trade(6), 6, 1, 1) == []  # old lane after the switch
     assert gate.admit(trade(6), 6, 2, 1) == [trade(6)]
+
+
+def test_top_logger_logs_at_a_low_rate(caplog: pytest.LogCaptureFixture) -> None:
+    engine = Engine({(SPOT, "BTCUSDT"): DEFAULT_INSTRUMENTS[(SPOT, "BTCUSDT")]})
+    logger = TopLogger(engine, interval_s=1.0)
+    caplog.set_level("INFO", logger="worker.app")
+    for i in range(30):  # 30 tops, 0.1 s apart: 3 seconds of event time
+        top = BookTop("BTCUSDT", SPOT, i, 6_000_000, 5, 6_000_001, 7, 0.1, 6_000_000.5, 0, i * 100_000_000)
+        logger(TimerTick(0), [top])
+    lines = [r.getMessage() for r in caplog.records if " top " in r.getMessage()]
+    assert len(lines) == 3 and "60000.00 x 0.00005 | 60000.01 x 0.00007" in lines[0]

@@ -53,7 +53,8 @@ class TopLogger:
                 log.info("%s %s is %s (%s)", out.market, out.symbol, out.state, out.reason)
             elif isinstance(out, BookTop):
                 key = (out.market, out.symbol)
-                if out.recv_ns - self._last.get(key, 0) < self.interval_ns:
+                last = self._last.get(key)
+                if last is not None and out.recv_ns - last < self.interval_ns:
                     continue
                 self._last[key] = out.recv_ns
                 inst = self.engine.instruments[key]
@@ -158,6 +159,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--usdm-ws", default=env("QF_USDM_WS", binance.usdm_ws))
     parser.add_argument("--usdm-rest", default=env("QF_USDM_REST", binance.usdm_rest))
     parser.add_argument("--top-log-interval", type=float, default=10.0, help="seconds between top lines")
+    parser.add_argument("--stats-interval", type=float, default=60.0, help="seconds between stats lines")
     parser.add_argument("--log-level", default=env("QF_LOG_LEVEL", "INFO"))
 
 
@@ -177,8 +179,17 @@ async def build(args: argparse.Namespace) -> App:
     return App(source, engine, [TopLogger(engine, args.top_log_interval)])
 
 
+async def log_stats(app: App, interval_s: float) -> None:
+    """One line of feed counters every `interval_s`: reconnects, gaps, 429s... visible without a sink."""
+    while True:
+        await asyncio.sleep(interval_s)
+        stats = {k: v for k, v in app.source.stats().items() if v}
+        log.info("feed stats after %d events: %s", app.counters.events, stats)
+
+
 async def serve(args: argparse.Namespace) -> int:
     app = await build(args)
+    app.add_task(log_stats(app, args.stats_interval))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, app.stop.set)
