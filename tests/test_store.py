@@ -15,7 +15,7 @@ import pytest
 
 from tests.store_proc import INSTRUMENT, outputs_for
 from worker.orders import Fill, Liquidity, OrderType, Side, TimeInForce, cancel, fill, new_order
-from worker.store import db, records, schema
+from worker.store import db, records, recovery, schema
 from worker.store.check import run_check
 from worker.store.ledger import Position, apply_fill
 from worker.store.writer import RunInfo, StoreWriter, WriterConfig
@@ -495,3 +495,38 @@ async def test_check_reports_a_fill_the_account_could_not_have_made(tmp_path: Pa
     code, report = run_check(path)
     assert code == 1
     assert [m["kind"] for m in report["mismatches"]] == ["fill_without_order", "portfolio_refused"]
+
+
+async def test_restart_repairs_positions_from_fills_and_records_the_mismatch(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    writer = await started(path)
+    for i in range(1, 31):
+        writer.submit_many(outputs_for(i))
+    await writer.close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE positions SET qty = qty + 1000")  # the stored view drifts from the fills
+    conn.commit()
+    conn.close()
+    writer = await started(path)
+    state = writer.recovered
+    assert state is not None and [m["kind"] for m in state.mismatches] == ["position"]
+    writer.submit_many(outputs_for(31))  # continues from the rebuilt position, not the drifted one
+    await writer.close()
+    conn = sqlite3.connect(path)
+    kinds = conn.execute("SELECT kind, severity FROM system_events").fetchall()
+    assert kinds == [("position_mismatch", "error")]
+    conn.close()
+    code, report = run_check(path)
+    assert code == 0, report
+
+
+def test_restart_cancels_open_orders_never_assumes_them_filled() -> None:
+    order = new_order(4, "BTCUSDT", Side.SELL, OrderType.LIMIT, TimeInForce.GTC, 10, 600_000, T0)
+    state = recovery.RecoveredState(
+        schema_version=1, positions={}, mismatches=[], open_orders=[fill(order, 2)], trading_state=None,
+        trading_state_reason="", breakers={}, pending_actions=[], max_order_id=4, max_fill_id=0,
+        max_signal_id=0, fills=0, last_event_ns=T0, equity_peak=None,
+    )  # fmt: skip
+    (update,) = recovery.restart_cancellations(state, T0 + 5)
+    assert update.order.status_name == "Cancelled" and update.order.status.reason == "restart"
+    assert update.order.filled_qty == 2 and update.ts_ns == T0 + 5

@@ -280,6 +280,56 @@ def load_state(conn: sqlite3.Connection) -> RecoveredState:
     )
 
 
+def restart_cancellations(state: RecoveredState, ts_ns: int) -> list[Any]:
+    """The conservative restart policy: every order left open by the previous run is cancelled with
+    reason `restart` (never assumed filled). Returns `OrderUpdate` records for the writer; the engine must
+    drop the same orders from its broker and portfolio."""
+    from worker.orders import cancel
+    from worker.store.records import OrderUpdate
+
+    return [OrderUpdate(cancel(order, "restart"), ts_ns, "restart") for order in state.open_orders]
+
+
+def repair_positions(conn: sqlite3.Connection, state: RecoveredState, run_id: int) -> None:
+    """Fills win: rewrite `positions` from the rebuild and record each disagreement as an error event.
+
+    Runs inside the caller's transaction."""
+    for mismatch in state.mismatches:
+        conn.execute(
+            "INSERT INTO system_events (ts_ns, run_id, kind, severity, market, symbol, detail_json) "
+            "VALUES (?, ?, 'position_mismatch', 'error', ?, ?, ?)",
+            (
+                state.last_event_ns,
+                run_id,
+                mismatch.get("market", ""),
+                mismatch.get("symbol", ""),
+                orjson.dumps(mismatch, option=orjson.OPT_SORT_KEYS).decode(),
+            ),
+        )
+    if not any(m["kind"] == "position" for m in state.mismatches):
+        return
+    conn.execute("DELETE FROM positions")
+    conn.executemany(
+        "INSERT INTO positions (market, symbol, qty, cost, realized_pnl, fees, funding, fills, last_fill_id, "
+        "updated_ns) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                m,
+                s,
+                p.qty,
+                p.cost,
+                p.realized_pnl,
+                p.fees,
+                p.funding,
+                p.fills,
+                p.last_fill_id,
+                state.last_event_ns,
+            )
+            for (m, s), p in state.positions.items()
+        ],
+    )
+
+
 # ---- offline verification (python -m worker check) ---------------------------------------------------
 _LEGAL_NEXT = {
     "Pending": {"PartiallyFilled", "Filled", "Cancelled", "Rejected"},

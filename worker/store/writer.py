@@ -272,6 +272,9 @@ class StoreWriter:
                 ),
             )
             run_id = int(cur.lastrowid or 0)
+            if state.mismatches:
+                log.error("store: %d position mismatch(es) on restart; the fills win", len(state.mismatches))
+                recovery.repair_positions(conn, state, run_id)
             conn.execute("COMMIT")
             return state, run_id
         finally:
