@@ -19,6 +19,22 @@ Design and invariants:
   rows only (their 60 s and 3600 s bars are written in the same transaction, so they always exist).
 - Order statuses are `worker.orders` class names: Pending, PartiallyFilled, Filled, Cancelled, Rejected,
   Denied. `side` is +1 (buy) / -1 (sell).
+
+Reader recipes (all index-backed; none scans history):
+- equity chart: `SELECT bucket_s, open, high, low, close, drawdown FROM equity_bars WHERE resolution_s = ?
+  AND bucket_s BETWEEN ? AND ? ORDER BY bucket_s` with the coarsest of 1/60/3600 that gives enough points
+  (resolution 1 only exists for the last `retention_s`).
+- P&L now: the latest `equity_bars` row at resolution 1 (or 60), plus `totals_symbol` sums; positions:
+  `positions` marked with `book_top_latest` (long at bid, short at ask).
+- fills/orders/signals pages: keyset on the integer id, e.g. `WHERE symbol = ? AND (ts_ns, fill_id) < (?, ?)
+  ORDER BY ts_ns DESC, fill_id DESC LIMIT ?` (indexes `fills_symbol_ts`, `fills_ts`, ...).
+- one order with its history: `orders` by `order_id`, `order_events` by `(order_id, seq)`.
+- status: `heartbeat` (wall_ns freshness, trading_state, sync_json, writer lag), `event_counts` (gaps,
+  resyncs, reconnects), `book_top_latest` (last prices), `breakers`, last `trading_state_events` row.
+- risk events: `risk_decisions` WHERE verdict != 'approved' (partial index), `breaker_events`,
+  `trading_state_events`. Stats: `totals_symbol`, `totals_hourly`, `totals_markouts`, equity bars.
+- money to decimal: `value / meta.money_scale`; price: `ticks * instruments.tick_size`; qty: `lots *
+  instruments.step_size` (use Decimal, not float, for display of exact values).
 """
 
 from __future__ import annotations
