@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from worker.binance.endpoints import USDM_DEPTH_SPEEDS, Endpoints
-from worker.binance.rest import BinanceRest
+from worker.binance.rest import BinanceRest, RestError
 from worker.binance.source import LiveSource, SourceFailed
 from worker.engine import BookTop, Engine, SyncChange
 from worker.errors import ConfigError
@@ -215,6 +215,9 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    except RestError as exc:  # exchangeInfo unreachable at start: nothing sensible to run on
+        log.error("cannot start: %s", exc)
+        return 1
     except SourceFailed as exc:
         log.error("worker stopped: %s", exc)
         return 1

@@ -23,7 +23,7 @@ from pathlib import Path
 from worker.app import App, endpoints_from
 from worker.binance.endpoints import USDM_DEPTH_SPEEDS, Endpoints
 from worker.binance.recording import FrameWriter, SnapshotWriter
-from worker.binance.rest import BinanceRest
+from worker.binance.rest import BinanceRest, RestError
 from worker.binance.source import LiveSource
 from worker.engine import Engine
 from worker.errors import ConfigError
@@ -144,5 +144,8 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    except RestError as exc:  # exchangeInfo unreachable at start: nothing sensible to run on
+        log.error("cannot start: %s", exc)
+        return 1
     print(summary)
     return 0

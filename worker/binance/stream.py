@@ -43,7 +43,9 @@ from worker.binance.endpoints import ConnectionSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WATCHDOG_S = {"depth": 10.0, "trade": 120.0, "bookTicker": 30.0}
+# Seconds of silence per stream kind before the connection is replaced. Depth diffs come every 100 ms
+# while anything changes; trades on a quiet symbol can pause for minutes (raise these for illiquid ones).
+DEFAULT_WATCHDOG_S = {"depth": 15.0, "trade": 300.0, "bookTicker": 60.0}
 ROTATE_AFTER_S = 23 * 3600.0  # Binance disconnects at 24 h; rotate with an hour to spare
 
 
