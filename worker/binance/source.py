@@ -273,6 +273,12 @@ class LiveSource:
         """Start a REST fetch for every symbol the Engine says needs a snapshot now."""
         for market, symbol in self.engine.snapshots_wanted():
             key = (Market(market), symbol.upper())
+            if key[0] is not self.market:
+                # The Engine marked it requested; silently skipping would leave that book SYNCING forever.
+                raise SourceFailed(
+                    f"the engine wants a {key[0]} snapshot of {key[1]}, but this source serves {self.market}: "
+                    "one LiveSource per market needs its own Engine (or a source that serves both)"
+                )
             if key in self._fetching:
                 continue
             self._fetching.add(key)
