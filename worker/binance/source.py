@@ -276,7 +276,7 @@ class LiveSource:
             if key[0] is not self.market:
                 # The Engine marked it requested; silently skipping would leave that book SYNCING forever.
                 raise SourceFailed(
-                    f"the engine wants a {key[0]} snapshot of {key[1]}, but this source serves {self.market}: "
+                    f"the engine wants a {key[0]} snapshot of {key[1]}; this source serves {self.market}: "
                     "one LiveSource per market needs its own Engine (or a source that serves both)"
                 )
             if key in self._fetching:
