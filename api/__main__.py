@@ -1,0 +1,54 @@
+"""`python -m api --db PATH --port N`: serve the read-only API under uvicorn.
+
+Flags override the environment (QF_API_DB, QF_API_PORT, QF_API_HOST, QF_API_HEARTBEAT_MAX_AGE_S,
+QF_API_QUERY_TIME_LIMIT_MS, QF_API_REPLICA_URL, QF_CALENDAR_LAT/LON/TZ, ...), which is how Fly sets them.
+A bad setting exits 2 with one line naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import uvicorn
+
+from api.app import create_app
+from api.settings import from_env
+from worker.errors import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m api", description=__doc__.splitlines()[0])
+    parser.add_argument("--db", help="SQLite file to read (default $QF_API_DB, then $QF_DB)")
+    parser.add_argument("--host", help="bind address (default $QF_API_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default $QF_API_PORT or 8080)")
+    parser.add_argument("--heartbeat-max-age", type=float, dest="heartbeat_max_age_s", help="seconds")
+    parser.add_argument("--query-time-limit-ms", type=int, dest="query_time_limit_ms")
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    try:
+        settings = from_env(
+            db_path=args.db,
+            host=args.host,
+            port=args.port,
+            heartbeat_max_age_s=args.heartbeat_max_age_s,
+            query_time_limit_ms=args.query_time_limit_ms,
+        )
+    except ConfigError as exc:
+        print(f"api: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""List endpoints (fills, orders, signals, risk events) and one order with its history.
+
+Design and invariants:
+- Newest first, keyset-paged on `(time, id) < (last time, last id)` over the store's indexes
+  (`fills_ts`, `fills_symbol_ts`, `orders_created`, ...). Page N costs what page 1 costs; rows inserted
+  while a client pages have newer keys, so they never shift, repeat or hide the rows of later pages.
+- `limit` defaults to 50 and is at most `Settings.max_page_size` (500): documented in the OpenAPI.
+- Filters: `symbol`, `market`, `from`/`to` (inclusive, on the row's own time) and a status-like filter
+  per endpoint. Every value is bound as a parameter; SQL text is only ever built from constants.
+- Prices, quantities and money are exact decimal strings (see `api.render`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from api import render
+from api.context import JSON, ctx, query
+from api.db import Reader
+from api.params import Query, bad_param
+from api.problems import Problem
+
+SIDES = {1: "BUY", -1: "SELL"}
+ORDER_STATUSES = ("Pending", "PartiallyFilled", "Filled", "Cancelled", "Rejected", "Denied")
+VERDICTS = ("approved", "adjusted", "denied")
+LIST_PARAMS = ("symbol", "market", "from", "to", "limit", "cursor")
+
+
+@dataclass(frozen=True, slots=True)
+class ListSpec:
+    name: str
+    table: str
+    time_col: str
+    id_col: str
+    columns: str
+    render: Callable[[tuple, dict[tuple[str, str], render.InstrumentView]], dict[str, Any]]
+
+
+def _json_field(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _inst(instruments: dict, market: str, symbol: str) -> render.InstrumentView:
+    return instruments.get((market, symbol)) or render.FALLBACK
+
+
+FILL_COLUMNS = (
+    "fill_id, order_id, market, symbol, side, price, qty, notional, fee, fee_asset, fee_quote, "
+    "liquidity, realized_pnl, position_after, ts_ns, model, latency_ns, queue_ahead, decision_mid, "
+    "fill_mid, slippage_bps"
+)
+
+
+def fill_json(r: tuple, instruments: dict) -> dict[str, Any]:
+    inst = _inst(instruments, r[2], r[3])
+    return {
+        "fill_id": r[0],
+        "order_id": r[1],
+        "market": r[2],
+        "symbol": r[3],
+        "side": SIDES.get(r[4], str(r[4])),
+        "price": inst.price(r[5]),
+        "qty": inst.qty(r[6]),
+        "notional": render.money(r[7]),
+        "fee": render.money(r[8]),
+        "fee_asset": r[9],
+        "fee_quote": render.money(r[10]),
+        "liquidity": r[11],
+        "realized_pnl": render.money(r[12]),
+        "position_after": inst.qty(r[13]),
+        "time": render.iso(r[14]),
+        "ts_ns": r[14],
+        "model": r[15],
+        "latency_us": r[16] / 1000,
+        "queue_ahead": inst.qty(r[17]),
+        "decision_mid": inst.price_float(r[18]),
+        "fill_mid": inst.price_float(r[19]),
+        "slippage_bps": r[20],
+    }
+
+
+ORDER_COLUMNS = (
+    "order_id, run_id, market, symbol, side, type, tif, qty, price, tag, status, filled_qty, reason, "
+    "created_ns, updated_ns, transitions"
+)
+
+
+def order_json(r: tuple, instruments: dict) -> dict[str, Any]:
+    inst = _inst(instruments, r[2], r[3])
+    return {
+        "order_id": r[0],
+        "run_id": r[1],
+        "market": r[2],
+        "symbol": r[3],
+        "side": SIDES.get(r[4], str(r[4])),
+        "type": r[5],
+        "tif": r[6],
+        "qty": inst.qty(r[7]),
+        "price": inst.price(r[8]),
+        "tag": r[9],
+        "status": r[10],
+        "filled_qty": inst.qty(r[11]),
+        "reason": r[12],
+        "created": render.iso(r[13]),
+        "created_ns": r[13],
+        "updated": render.iso(r[14]),
+        "updated_ns": r[14],
+        "transitions": r[15],
+    }
+
+
+SIGNAL_COLUMNS = (
+    "signal_id, ts_ns, market, symbol, model, value, direction, confidence, mid, order_id, features_json"
+)
+
+
+def signal_json(r: tuple, instruments: dict) -> dict[str, Any]:
+    inst = _inst(instruments, r[2], r[3])
+    return {
+        "signal_id": r[0],
+        "time": render.iso(r[1]),
+        "ts_ns": r[1],
+        "market": r[2],
+        "symbol": r[3],
+        "model": r[4],
+        "value": r[5],
+        "direction": r[6],
+        "confidence": r[7],
+        "mid": inst.price_float(r[8]),
+        "order_id": r[9],
+        "features": _json_field(r[10]),
+    }
+
+
+RISK_COLUMNS = (
+    "decision_id, ts_ns, market, symbol, verdict, reason, order_id, side, qty_requested, qty_approved, "
+    "price, detail_json"
+)
+
+
+def risk_json(r: tuple, instruments: dict) -> dict[str, Any]:
+    inst = _inst(instruments, r[2], r[3])
+    return {
+        "decision_id": r[0],
+        "time": render.iso(r[1]),
+        "ts_ns": r[1],
+        "market": r[2],
+        "symbol": r[3],
+        "verdict": r[4],
+        "reason": r[5],
+        "order_id": r[6],
+        "side": None if r[7] is None else SIDES.get(r[7], str(r[7])),
+        "qty_requested": inst.qty(r[8]),
+        "qty_approved": inst.qty(r[9]),
+        "price": inst.price(r[10]),
+        "detail": _json_field(r[11]),
+    }
+
+
+FILLS = ListSpec("fills", "fills", "ts_ns", "fill_id", FILL_COLUMNS, fill_json)
+ORDERS = ListSpec("orders", "orders", "created_ns", "order_id", ORDER_COLUMNS, order_json)
+SIGNALS = ListSpec("signals", "signals", "ts_ns", "signal_id", SIGNAL_COLUMNS, signal_json)
+RISK = ListSpec("risk-events", "risk_decisions", "ts_ns", "decision_id", RISK_COLUMNS, risk_json)
+
+
+def _page(
+    request: Request,
+    spec: ListSpec,
+    q: Query,
+    where: list[str],
+    params: list[Any],
+    filters: dict[str, Any],
+    index: str = "",
+):
+    """Shared keyset paging: parse limit/cursor, build the bounded query, render, make `next`."""
+    c = ctx(request)
+    settings = c.settings
+    limit = q.integer("limit", settings.default_page_size, 1, settings.max_page_size)
+    assert limit is not None
+    start, end = q.time_range()
+    symbol, market = q.symbol(), q.market()
+    filters.update({"symbol": symbol, "market": market, "from": start, "to": end})
+    if symbol is not None:
+        where.append("symbol = ?")
+        params.append(symbol)
+    if market is not None:
+        where.append("market = ?")
+        params.append(market)
+    if start is not None:
+        where.append(f"{spec.time_col} >= ?")
+        params.append(start)
+    if end is not None:
+        where.append(f"{spec.time_col} <= ?")
+        params.append(end)
+    token = q.text("cursor")
+    if token is not None:
+        after = c.cursors.decode(token, spec.name, filters, 2)
+        where.append(f"({spec.time_col}, {spec.id_col}) < (?, ?)")
+        params.extend(after)
+    sql = (
+        f"SELECT {spec.columns} FROM {spec.table} {index} WHERE {' AND '.join(where) or '1'} "
+        f"ORDER BY {spec.time_col} DESC, {spec.id_col} DESC LIMIT ?"
+    )
+    params.append(limit + 1)
+
+    def run(reader: Reader) -> tuple[list[tuple], dict]:
+        return reader.rows(sql, params), render.instruments(reader.rows(render.INSTRUMENTS_SQL))
+
+    return limit, filters, run
+
+
+async def _serve_list(
+    request: Request,
+    spec: ListSpec,
+    q: Query,
+    where: list[str],
+    params: list[Any],
+    filters: dict[str, Any],
+    index: str = "",
+) -> JSON:
+    limit, filters, run = _page(request, spec, q, where, params, filters, index)
+    c = ctx(request)
+    rows, instruments = await c.db.run(run)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    data = [spec.render(r, instruments) for r in rows]
+    token = None
+    next_url = None
+    if more:
+        last = rows[-1]
+        time_index = spec.columns.split(", ").index(spec.time_col)
+        token = c.cursors.encode(spec.name, filters, (last[time_index], last[0]))
+        next_url = str(request.url.include_query_params(cursor=token))
+    return JSON({"data": data, "limit": limit, "next": token, "next_url": next_url})
+
+
+async def fills(request: Request) -> JSON:
+    q = query(request, (*LIST_PARAMS, "side", "liquidity", "order_id"))
+    where: list[str] = []
+    params: list[Any] = []
+    side = q.choice("side", ("BUY", "SELL"), fold=True)
+    liquidity = q.choice("liquidity", ("maker", "taker"), fold=True)
+    order_id = q.integer("order_id", None, 0, 2**63 - 1)
+    if side is not None:
+        where.append("side = ?")
+        params.append(1 if side == "BUY" else -1)
+    if liquidity is not None:
+        where.append("liquidity = ?")
+        params.append(liquidity)
+    if order_id is not None:
+        where.append("order_id = ?")
+        params.append(order_id)
+    filters = {"side": side, "liquidity": liquidity, "order_id": order_id}
+    return await _serve_list(request, FILLS, q, where, params, filters)
+
+
+async def orders(request: Request) -> JSON:
+    q = query(request, (*LIST_PARAMS, "status", "side"))
+    statuses = q.choices("status", ORDER_STATUSES)
+    side = q.choice("side", ("BUY", "SELL"), fold=True)
+    where: list[str] = []
+    params: list[Any] = []
+    index = ""
+    if statuses:
+        where.append(f"status IN ({','.join('?' * len(statuses))})")
+        params.extend(statuses)
+        if q.text("symbol") is None:
+            # Keep the (created_ns, order_id) order from the index: a status index would need a sort
+            # over every order with that status (hundreds of thousands of Filled orders).
+            index = "INDEXED BY orders_created"
+    if side is not None:
+        where.append("side = ?")
+        params.append(1 if side == "BUY" else -1)
+    filters = {"status": list(statuses), "side": side}
+    return await _serve_list(request, ORDERS, q, where, params, filters, index)
+
+
+async def signals(request: Request) -> JSON:
+    q = query(request, (*LIST_PARAMS, "direction", "model"))
+    direction = q.integer("direction", None, -1, 1)
+    model = q.text("model")
+    where: list[str] = []
+    params: list[Any] = []
+    if direction is not None:
+        where.append("direction = ?")
+        params.append(direction)
+    if model is not None:
+        where.append("model = ?")
+        params.append(model)
+    return await _serve_list(request, SIGNALS, q, where, params, {"direction": direction, "model": model})
+
+
+async def risk_events(request: Request) -> JSON:
+    q = query(request, (*LIST_PARAMS, "status", "reason"))
+    verdicts = q.choices("status", VERDICTS)
+    reason = q.text("reason")
+    where: list[str] = []
+    params: list[Any] = []
+    if verdicts:
+        where.append(f"verdict IN ({','.join('?' * len(verdicts))})")
+        params.extend(verdicts)
+    if reason is not None:
+        where.append("reason = ?")
+        params.append(reason)
+    filters = {"status": list(verdicts), "reason": reason}
+    return await _serve_list(request, RISK, q, where, params, filters)
+
+
+MAX_ORDER_FILLS = 1000
+
+
+def parse_id(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > 2**63 - 1:
+        raise bad_param("id", "must be a whole number (an order_id)")
+    return int(text)
+
+
+async def order_detail(request: Request) -> JSON:
+    query(request, ())
+    order_id = parse_id(request.path_params["id"])
+
+    def run(reader: Reader):
+        row = reader.one(f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?", (order_id,))
+        if row is None:
+            return None
+        events = reader.rows(
+            "SELECT seq, ts_ns, status, filled_qty, reason, run_id FROM order_events WHERE order_id = ? "
+            "ORDER BY seq LIMIT 1000",
+            (order_id,),
+        )
+        order_fills = reader.rows(
+            f"SELECT {FILL_COLUMNS} FROM fills WHERE order_id = ? ORDER BY ts_ns, fill_id LIMIT ?",
+            (order_id, MAX_ORDER_FILLS),
+        )
+        return row, events, order_fills, render.instruments(reader.rows(render.INSTRUMENTS_SQL))
+
+    found = await ctx(request).db.run(run)
+    if found is None:
+        raise Problem(404, f"no order with id {order_id}")
+    row, events, order_fills, instruments = found
+    body = order_json(row, instruments)
+    inst = _inst(instruments, row[2], row[3])
+    body["history"] = [
+        {
+            "seq": e[0],
+            "time": render.iso(e[1]),
+            "ts_ns": e[1],
+            "status": e[2],
+            "filled_qty": inst.qty(e[3]),
+            "reason": e[4],
+            "run_id": e[5],
+        }
+        for e in events
+    ]
+    body["fills"] = [fill_json(f, instruments) for f in order_fills]
+    return JSON(body)
