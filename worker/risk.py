@@ -776,9 +776,10 @@ class RiskEngine:
             budget = eq * lim.max_leverage_num // lim.max_leverage_den if eq > 0 else 0
             cap(max((budget - others) // unit - dir_pos, reducible), LEVERAGE)
         elif s > 0:
-            free = portfolio.spot_cash() - portfolio.reserved_quote
-            per_lot = unit * (BPS + lim.spot_buy_buffer_bps)
-            cap(max(free * BPS // per_lot, 0) if free > 0 else 0, INSUFFICIENT_QUOTE)
+            # Resting buys hold their notional; the buffer (slippage, fees) applies to them too.
+            spendable = portfolio.spot_cash() * BPS // (BPS + lim.spot_buy_buffer_bps)
+            free = spendable - portfolio.reserved_quote
+            cap(free // unit if free > 0 else 0, INSUFFICIENT_QUOTE)
 
         min_money = inst.min_notional_money
         if allowed < qty:
