@@ -134,7 +134,8 @@ def test_equity_buckets_agree_with_the_raw_samples(client: TestClient, seeded: P
     step = body["step_s"]
     hi, lo, n = raw(
         seeded,
-        "SELECT max(high), min(low), count(*) FROM equity_bars WHERE resolution_s = 1 AND bucket_s >= ? AND bucket_s < ?",
+        "SELECT max(high), min(low), count(*) FROM equity_bars "
+        "WHERE resolution_s = 1 AND bucket_s >= ? AND bucket_s < ?",
         (bar["t_s"], bar["t_s"] + step),
     )[0]
     assert bar["high"] == money(hi) and bar["low"] == money(lo) and bar["samples"] == n
@@ -192,7 +193,7 @@ def test_the_apps_connection_cannot_write(seeded: Path) -> None:
     database = Database(str(seeded))
     conn = database.connect()
     try:
-        with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
+        with pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only|query_only"):
             conn.execute("DELETE FROM fills")
     finally:
         conn.close()
