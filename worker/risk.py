@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from worker.errors import ConfigError
 from worker.events import Market
@@ -128,8 +128,10 @@ Decision = Approved | Adjusted | Denied
 
 
 # --- output records (field names match worker.store.records) -------------------------------------------
-@dataclass(frozen=True, slots=True)
-class RiskDecisionEvent:
+class RiskDecisionEvent(NamedTuple):
+    """One decision. A NamedTuple, not a frozen dataclass: one is built per check on the hot path and a
+    frozen dataclass's `__init__` costs several times more."""
+
     ts_ns: int
     market: str
     symbol: str
@@ -140,7 +142,7 @@ class RiskDecisionEvent:
     qty_approved: int | None
     price: int | None
     tag: str = ""
-    detail: Mapping[str, Any] = field(default_factory=dict)
+    detail: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +418,8 @@ class RiskEngine:
         self.day: int | None = None
         self.day_open_equity: int | None = None
         self._state = TradingState.ACTIVE
+        self._level = TradingState.ACTIVE
+        self._seen_ts = self._seen_equity = -1
         self.ops_bucket = TokenBucket(self.limits.emission_ns, self.limits.orders_burst)
         self.win_10s = FixedWindow(self.limits.binance_orders_10s, 10 * NS)
         self.win_day = FixedWindow(self.limits.binance_orders_day, DAY_NS)
@@ -427,11 +431,15 @@ class RiskEngine:
     @property
     def level(self) -> TradingState:
         """The breakers' level alone (ACTIVE / REDUCING / HALTED), ignoring pauses."""
+        return self._level
+
+    def _refresh_level(self) -> None:
+        """Recompute the cached level; called whenever `breakers` changes."""
         lvl = TradingState.ACTIVE
         for b in self.breakers.values():
             if _LEVEL_RANK[b.level] > _LEVEL_RANK[lvl]:
                 lvl = b.level
-        return lvl
+        self._level = lvl
 
     @property
     def state(self) -> TradingState:
@@ -468,6 +476,7 @@ class RiskEngine:
         """
         lim = self.limits
         eq = portfolio.equity
+        self._seen_ts, self._seen_equity = ts_ns, eq
         day = ts_ns // DAY_NS
         if day != self.day:
             self.day = day
@@ -524,12 +533,14 @@ class RiskEngine:
     def _trip(self, name: str, level: TradingState, reason: str, ts_ns: int, detail: dict[str, Any]) -> None:
         detail = {**detail, "level": level.value}
         self.breakers[name] = _Breaker(level, reason, ts_ns, detail)
+        self._refresh_level()
         self.outbox.append(BreakerChanged(ts_ns, name, True, reason, detail))
 
     def _clear(self, name: str, ts_ns: int, why: str, equity: int | None) -> None:
         b = self.breakers.pop(name, None)
         if b is None:
             return
+        self._refresh_level()
         self.outbox.append(BreakerChanged(ts_ns, name, False, why, {"was": b.reason, "level": b.level.value}))
         if equity is not None:
             self.peak = equity
@@ -542,6 +553,7 @@ class RiskEngine:
                 self._clear(name, ts_ns, reason, equity)
         self.peak = equity
         self.day_open_equity = equity
+        self._seen_ts = -1
         self._recompute(ts_ns, reason, source)
 
     def flatten_intents(self, portfolio: Portfolio, ts_ns: int) -> list[OrderIntent]:
@@ -622,6 +634,7 @@ class RiskEngine:
             for n, b in state.get("breakers", {}).items()
             if n != BREAKER_STORAGE_LAG
         }
+        self._refresh_level()
         self.paused = state.get("paused")
         self.peak = state.get("peak")
         self.day = state.get("day")
@@ -630,6 +643,7 @@ class RiskEngine:
         self.ops_bucket.tat = int(rate.get("tat", 0))
         self.win_10s.window, self.win_10s.count = rate.get("w10", [-1, 0])
         self.win_day.window, self.win_day.count = rate.get("wday", [-1, 0])
+        self._seen_ts = -1
         self._recompute(ts_ns, "restored", "restart", {"breakers": sorted(self.breakers)})
 
     def restore_breakers(self, rows: Iterable[Any], ts_ns: int, peak: int | None = None) -> None:
@@ -640,8 +654,10 @@ class RiskEngine:
             detail = dict(row.detail or {})
             level = TradingState(detail.get("level", TradingState.HALTED.value))
             self.breakers[row.breaker] = _Breaker(level, row.reason, int(row.since_ns), detail)
+        self._refresh_level()
         if peak is not None:
             self.peak = peak if self.peak is None else max(self.peak, peak)
+        self._seen_ts = -1
         self._recompute(ts_ns, "restored", "restart", {"breakers": sorted(self.breakers)})
 
     # --- the check -----------------------------------------------------------------------------------
@@ -662,14 +678,32 @@ class RiskEngine:
     def _record(
         self, intent: Any, decision: Decision, market: str, ts_ns: int, detail: dict[str, Any] | None
     ) -> None:
-        if isinstance(decision, Approved):
+        reason = decision.reason
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if type(decision) is Approved:
             verdict, qty = "approved", getattr(intent, "qty", None)
-        elif isinstance(decision, Adjusted):
+        elif type(decision) is Adjusted:
             verdict, qty = "adjusted", decision.new_qty
         else:
             verdict, qty = "denied", 0
-        reason = decision.reason
-        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if type(intent) is OrderIntent:  # the normal case, without the defensive getattrs
+            side = intent.side
+            self.outbox.append(
+                RiskDecisionEvent(
+                    ts_ns,
+                    market,
+                    intent.symbol if type(intent.symbol) is str else str(intent.symbol),
+                    verdict,
+                    reason,
+                    int(side) if isinstance(side, Side) else None,
+                    _int_or_none(intent.qty),
+                    _int_or_none(qty),
+                    _int_or_none(intent.price),
+                    intent.tag,
+                    detail,
+                )
+            )
+            return
         side = getattr(intent, "side", None)
         self.outbox.append(
             RiskDecisionEvent(
@@ -680,10 +714,10 @@ class RiskEngine:
                 reason,
                 int(side) if isinstance(side, Side) else None,
                 _int_or_none(getattr(intent, "qty", None)),
-                qty if isinstance(qty, int) else None,
+                _int_or_none(qty),
                 _int_or_none(getattr(intent, "price", None)),
                 str(getattr(intent, "tag", "")),
-                detail or {},
+                detail,
             )
         )
 
@@ -707,8 +741,10 @@ class RiskEngine:
                 return Denied(INVALID_PRICE), market
         elif price is not None or intent.tif is TimeInForce.GTX:
             return Denied(INVALID_ORDER), market
-        # Breakers first, on current equity, so a check never passes on a stale state.
-        self.update(portfolio, ts_ns)
+        # Breakers first, on current equity, so a check never passes on a stale state (skipped when
+        # `update` already saw this very equity at this very time).
+        if ts_ns != self._seen_ts or portfolio.equity != self._seen_equity:
+            self.update(portfolio, ts_ns)
         state = self._state
         is_flatten = intent.tag == FLATTEN_TAG and intent.reduce_only
         if state is TradingState.HALTED and not is_flatten:
@@ -735,51 +771,60 @@ class RiskEngine:
         open_same = portfolio.open_buy_qty(intent.symbol) if s > 0 else portfolio.open_sell_qty(intent.symbol)
         reducible = max(0, abs(pos) - open_same) if pos * s < 0 else 0
 
+        # Each limit is "at most c lots"; the smallest wins and names the reason. (Inline, not a helper:
+        # this is the hot path and a closure per call costs more than the arithmetic.)
         allowed, reason = qty, OK
-
-        def cap(limit_qty: int, why: str) -> None:
-            nonlocal allowed, reason
-            if limit_qty < allowed:
-                allowed, reason = max(limit_qty, 0), why
-
         # Gates that let only reducing orders through.
-        if state is TradingState.REDUCING or is_flatten:
-            cap(reducible, REDUCING if state is TradingState.REDUCING else REDUCE_ONLY)
-        if intent.reduce_only:
-            cap(reducible, REDUCE_ONLY)
-        if self.storage_lag:
-            cap(reducible, STORAGE_LAG)
+        if state is TradingState.REDUCING and reducible < allowed:
+            allowed, reason = reducible, REDUCING
+        if intent.reduce_only and reducible < allowed:
+            allowed, reason = reducible, REDUCE_ONLY
+        if self.storage_lag and reducible < allowed:
+            allowed, reason = reducible, STORAGE_LAG
 
         unit = inst.notional(ref, 1)  # money per lot at the reference price
         sl = lim.per_symbol[intent.symbol]
-        if sl.max_order_qty is not None:
-            cap(sl.max_order_qty, MAX_ORDER_QTY)
+        c = sl.max_order_qty
+        if c is not None and c < allowed:
+            allowed, reason = c, MAX_ORDER_QTY
         if sl.max_order_notional is not None:
-            cap(sl.max_order_notional // unit, MAX_ORDER_NOTIONAL)
+            c = sl.max_order_notional // unit
+            if c < allowed:
+                allowed, reason = c, MAX_ORDER_NOTIONAL
         # Exposure limits: worst case after this order and every resting one on this side fill.
-        # `dir_pos` = position measured along the order's direction (negative when reducing).
+        # `dir_pos` = position measured along the order's direction (negative when reducing); a
+        # reducing quantity is always allowed (`max(..., reducible)`).
         dir_pos = s * pos + open_same
-        if inst.market is Market.SPOT and s < 0:
-            cap(reducible, SPOT_LONG_ONLY)
+        if inst.market is Market.SPOT and s < 0 and reducible < allowed:
+            allowed, reason = reducible, SPOT_LONG_ONLY
         if sl.max_position is not None:
-            cap(max(sl.max_position - dir_pos, reducible), MAX_POSITION)
+            c = max(sl.max_position - dir_pos, reducible)
+            if c < allowed:
+                allowed, reason = c, MAX_POSITION
         if sl.max_notional is not None:
-            cap(max(sl.max_notional // unit - dir_pos, reducible), MAX_NOTIONAL)
+            c = max(sl.max_notional // unit - dir_pos, reducible)
+            if c < allowed:
+                allowed, reason = c, MAX_NOTIONAL
         if lim.max_total_notional is not None:
             here = portfolio.positions[intent.symbol].exposure
             room = lim.max_total_notional - (portfolio.exposure - here)
-            cap(max(room // unit - dir_pos, reducible), MAX_TOTAL_NOTIONAL)
+            c = max(room // unit - dir_pos, reducible)
+            if c < allowed:
+                allowed, reason = c, MAX_TOTAL_NOTIONAL
         if inst.market is Market.USDM:
             eq = portfolio.equity
             here = portfolio.positions[intent.symbol].exposure
             others = portfolio.usdm_exposure() - here
             budget = eq * lim.max_leverage_num // lim.max_leverage_den if eq > 0 else 0
-            cap(max((budget - others) // unit - dir_pos, reducible), LEVERAGE)
+            c = max((budget - others) // unit - dir_pos, reducible)
+            if c < allowed:
+                allowed, reason = c, LEVERAGE
         elif s > 0:
             # Resting buys hold their notional; the buffer (slippage, fees) applies to them too.
             spendable = portfolio.spot_cash() * BPS // (BPS + lim.spot_buy_buffer_bps)
-            free = spendable - portfolio.reserved_quote
-            cap(free // unit if free > 0 else 0, INSUFFICIENT_QUOTE)
+            c = (spendable - portfolio.reserved_quote) // unit
+            if c < allowed:
+                allowed, reason = c, INSUFFICIENT_QUOTE
 
         min_money = inst.min_notional_money
         if allowed < qty:
@@ -800,15 +845,16 @@ class RiskEngine:
         self.win_day.take(ts_ns)
         if allowed < qty:
             return Adjusted(allowed, reason), market
-        return Approved(), market
+        return _APPROVED, market
 
 
+_APPROVED = Approved()
 _TYPES = frozenset(OrderType)
 _TIFS = frozenset(TimeInForce)
 
 
 def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if type(value) is int else None
 
 
 def order_for(intent: OrderIntent, decision: Decision, order_id: int) -> Order:
