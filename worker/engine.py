@@ -274,7 +274,7 @@ class Engine:
         book = state.book.book
         state.top_version = book.top_version
         top = book.top()
-        if top is None or top == state.last_top:
+        if top is None:
             return
         state.last_top = top
         out.append(
@@ -383,11 +383,12 @@ class Engine:
                     keep.append((update_id, side, price))  # the next diff has not arrived yet
                 continue  # else it scrolled out of the window: stays unexplained
             levels = following.bids if side == "bid" else following.asks
-            if (price, 0) in levels:
+            confirmed = (price, 0) in levels
+            if confirmed:
                 state.book_ticker_unannounced += 1
-                for entry in state.mismatch_log:
-                    if entry["update_id"] == update_id and entry["kind"] == "suspect_unannounced_level":
-                        entry["kind"] = "unannounced_level"
+            for entry in state.mismatch_log:
+                if entry["update_id"] == update_id and entry["kind"] == "suspect_unannounced_level":
+                    entry["kind"] = "unannounced_level" if confirmed else "unexplained"
         state.suspects = keep
 
     # --- reporting ---
