@@ -137,6 +137,13 @@ def test_funding_long_pays_short_receives_once_per_time() -> None:
     pf.apply_fill(mkfill("BBBUSDT", Side.SELL, 1_000, 6_666))  # now short 3_333
     pay = pf.apply_funding(FundingRate("BBBUSDT", 10_000, 1_000, 16 * 3600 * 10**9, 3))
     assert pay is not None and pay.amount == 333  # 333.3 received
+    # a short paying a negative rate: -0.5 rounds away from zero
+    pf.apply_fill(mkfill("BBBUSDT", Side.BUY, 1_000, 3_333))
+    pf.apply_fill(mkfill("BBBUSDT", Side.BUY, 1_000, 5))  # long 5: notional 5_000 x -1e-4 = 0.5 received
+    pay = pf.apply_funding(FundingRate("BBBUSDT", -10_000, 1_000, 24 * 3600 * 10**9, 4))
+    assert pay is not None and pay.amount == 1
+    assert not pf.apply_funding_payment(pay)  # a replayed payment is applied once
+    assert pf.funding == -334 + 333 + 1
     # spot positions never pay funding
     pf.apply_fill(mkfill("AAAUSDT", Side.BUY, 10, 10))
     assert pf.apply_funding(FundingRate("AAAUSDT", 10_000, 10, 1, 1)) is None
@@ -157,6 +164,14 @@ def test_open_orders_are_tracked_until_terminal() -> None:
     s = new_order(6, "BBBUSDT", Side.SELL, OrderType.MARKET, TimeInForce.IOC, 3, None, 0)
     pf.on_order(s)
     assert pf.open_sell_qty("BBBUSDT") == 3 and pf.reserved_quote == 0
+
+
+def test_restore_peak_keeps_the_persisted_high_water_mark() -> None:
+    pf = Portfolio(INSTS, START)
+    pf.restore_peak(START + 500)
+    assert pf.peak_equity == START + 500 and pf.drawdown == 500 and pf.max_drawdown == 500
+    pf.restore_peak(START)  # never lowers it
+    assert pf.peak_equity == START + 500
 
 
 def test_rebuild_with_only_fills_uses_default_filters() -> None:

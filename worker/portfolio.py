@@ -334,26 +334,37 @@ class Portfolio:
         p = self.positions.get(ev.symbol)
         if p is None or p.market is not Market.USDM or p.qty == 0:
             return None
-        key = (ev.symbol, ev.funding_ns)
-        if key in self._funding_seen:
+        if (ev.symbol, ev.funding_ns) in self._funding_seen:
             return None
-        self._funding_seen.add(key)
         notional = self.instruments[ev.symbol].notional(ev.mark_price, p.qty)  # signed with qty
         amount = -_div_half_away(notional * ev.rate_e8, RATE_SCALE)
         payment = FundingPayment(ev.symbol, ev.funding_ns, ev.rate_e8, ev.mark_price, p.qty, amount)
         self.apply_funding_payment(payment)
         return payment
 
-    def apply_funding_payment(self, payment: FundingPayment) -> None:
-        """Apply a settled payment as is (rebuilds replay persisted payments through this)."""
+    def apply_funding_payment(self, payment: FundingPayment) -> bool:
+        """Apply a settled payment as is (rebuilds replay persisted payments through this).
+
+        Idempotent per (symbol, funding time): a payment seen before is ignored and False returned.
+        """
         p = self.positions.get(payment.symbol)
         if p is None:
             raise ImpossibleFill(f"funding for unknown symbol {payment.symbol!r}")
-        self._funding_seen.add((payment.symbol, payment.funding_ns))
+        key = (payment.symbol, payment.funding_ns)
+        if key in self._funding_seen:
+            return False
+        self._funding_seen.add(key)
         p.funding += payment.amount
         self.funding += payment.amount
         self.cash += payment.amount
         self._track_peak()
+        return True
+
+    def restore_peak(self, peak: int) -> None:
+        """After a rebuild, carry the persisted equity peak over (a rebuild only sees fill-time marks)."""
+        if peak > self.peak_equity:
+            self.peak_equity = peak
+            self._track_peak()
 
     # --- open orders ---------------------------------------------------------------------------------
     def on_order(self, order: Order, ref_price: int | None = None) -> None:
