@@ -170,7 +170,8 @@ async def test_dashboard_shows_the_apis_numbers_without_console_errors(tmp_path:
                         "drawdown: document.getElementById('drawdown').textContent,"
                         "fills: document.getElementById('fills').textContent,"
                         "state: document.getElementById('state').textContent,"
-                        "rows: [...document.querySelectorAll('#symbols tr')].map(r => [...r.cells].map(c => c.textContent)),"
+                        "rows: [...document.querySelectorAll('#symbols tr')]"
+                        ".map(r => [...r.cells].map(c => c.textContent)),"
                         "paths: document.querySelectorAll('#equity-chart path').length,"
                         "ddpaths: document.querySelectorAll('#drawdown-chart path').length})",
                         "returnByValue": True,

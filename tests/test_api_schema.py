@@ -31,12 +31,11 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory):
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_conforms_to_its_openapi_document(case) -> None:
-    case.call_and_validate(
-        checks=[not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-    )
+    case.call_and_validate(checks=CHECKS)
