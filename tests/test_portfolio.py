@@ -92,6 +92,8 @@ def test_marks_use_the_exit_side() -> None:
     assert pf.equity == START - 20 - 40
     assert pf.exposure == 980 + 2040
     assert pf.drawdown == 60 and pf.peak_equity == START
+    pf.mark("AAAUSDT", None, None)  # book lost: the last mark stays, the loss stays visible
+    assert pf.equity == START - 60
 
 
 def test_fees_in_quote_base_and_other_assets() -> None:
@@ -280,3 +282,56 @@ def test_round_trip_realizes_exactly_the_cash_difference(trades: list[tuple[int,
     assert pf.qty("BBBUSDT") == 0 and pf.positions["BBBUSDT"].cost == 0
     assert pf.realized_pnl == proceeds - paid
     assert pf.equity == START + proceeds - paid
+
+
+lifecycle = st.lists(
+    st.tuples(
+        st.sampled_from(["new", "fill", "cancel", "reject"]),
+        st.integers(0, 5),  # which order
+        st.sampled_from([Side.BUY, Side.SELL]),
+        st.integers(1, 30),
+        st.integers(90, 110),
+    ),
+    max_size=50,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=lifecycle)
+def test_order_lifecycles_keep_positions_and_open_orders_consistent(steps: list[tuple]) -> None:
+    """Fills, cancels and rejections in any order: the position is the sum of the fills, and the open
+    quantities and reservations are exactly what the open orders still hold."""
+    from worker.orders import IllegalTransition, reject
+
+    pf = Portfolio(INSTS, START)
+    orders: dict[int, object] = {}
+    filled_signed = 0
+    fid = 0
+    for action, k, side, qty, price in steps:
+        o = orders.get(k)
+        try:
+            if action == "new" and (o is None or o.is_terminal):
+                o = new_order(k, "BBBUSDT", side, OrderType.LIMIT, TimeInForce.GTC, qty, price, 0)
+            elif action == "fill" and o is not None:
+                n = min(qty, max(o.remaining_qty, 1))
+                o2 = fill(o, n)  # raises when the order is done: the venue sends no fill then
+                fid += 1
+                pf.apply_fill(mkfill("BBBUSDT", o.side, o.price, n, order_id=k, fill_id=fid))
+                filled_signed += int(o.side) * n
+                o = o2
+            elif action == "cancel" and o is not None:
+                o = cancel(o, "CANCELED")
+            elif action == "reject" and o is not None:
+                o = reject(o, "MIN_NOTIONAL")
+            else:
+                continue
+        except IllegalTransition:
+            continue
+        orders[k] = o
+        pf.on_order(o)
+        assert pf.qty("BBBUSDT") == filled_signed
+        live = [x for x in orders.values() if x.is_open]
+        assert pf.open_buy_qty("BBBUSDT") == sum(x.remaining_qty for x in live if x.side is Side.BUY)
+        assert pf.open_sell_qty("BBBUSDT") == sum(x.remaining_qty for x in live if x.side is Side.SELL)
+        assert sorted(pf.open_order_ids()) == sorted(x.order_id for x in live)
+        assert pf.reserved_quote == 0  # USD-M orders reserve no spot quote

@@ -12,7 +12,8 @@ Design and invariants:
     equity = cash + Σ marked value                     (marked value = exit-side value of each position)
     equity - starting_cash = realized + unrealized - fees + funding
 - Marks go to the side we would exit on: a long is worth `bid × qty`, a short `-(ask × |qty|)`. A position
-  with no mark yet is worth its cost (unrealized 0) until the first top of book arrives.
+  with no mark yet is worth its cost (unrealized 0) until the first top of book arrives; a missing side
+  later keeps the last mark (a stale price is a better risk input than the cost).
 - Peak equity and drawdown follow every mark and fill, so the risk breaker sees unrealized losses.
 - Spot is long-only and pays in full: a fill that sells more than the position or spends more quote than
   the spot cash holds raises `ImpossibleFill` (risk refuses such orders first; this is the last guard).
@@ -257,12 +258,18 @@ class Portfolio:
             self.max_drawdown = dd
 
     def mark(self, symbol: str, bid: int | None, ask: int | None) -> int:
-        """New top of book for `symbol`; returns equity. Unknown symbols are ignored (equity unchanged)."""
+        """New top of book for `symbol`; returns equity. Unknown symbols are ignored (equity unchanged).
+
+        A side given as None keeps its last mark: a book that goes back to SYNCING must not make a losing
+        position look flat (valued at cost) to the drawdown breaker.
+        """
         p = self.positions.get(symbol)
         if p is None:
-            return self.equity
-        p.bid = bid
-        p.ask = ask
+            return self.cash + self._value_total
+        if bid is not None:
+            p.bid = bid
+        if ask is not None:
+            p.ask = ask
         if p.qty:
             self._revalue(p)
             self._track_peak()
