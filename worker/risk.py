@@ -29,6 +29,16 @@ Design and invariants:
   restores from it (or from the store's `breakers` rows), so a trip survives a restart.
 - Every decision (`RiskDecisionEvent`) and every change (`TradingStateChanged`, `BreakerChanged`) is
   appended to an outbox the engine drains (`drain()`) for persistence and notifications.
+
+Wiring (the engine's side of the contract):
+- every top-of-book change: `portfolio.mark(sym, bid, ask)` then `risk.update(portfolio, ts)`; every fill:
+  `portfolio.apply_fill(f)` then `risk.update(portfolio, ts)` (the breaker's peak is sampled there);
+- every intent: `d = risk.check(intent, portfolio, (bid, ask), ts)`, `order = order_for(intent, d, id)`;
+  unless denied `portfolio.on_order(order, ref_price)` before `broker.submit`; every broker OrderUpdate:
+  `portfolio.on_order(update.order)`; after each event: `risk.drain()` and `risk.take_flatten()`;
+- operator reset (`python -m worker risk reset` row): `risk.reset(ts, reason, portfolio.equity)`;
+  calendar: `set_pause("shabbat", ts)` / `clear_pause(ts)`; store writer lag: `set_storage_lag(flag, ts)`;
+- restart: `restore_state(saved, ts)` or `restore_breakers(store_rows, ts, peak)`.
 """
 
 from __future__ import annotations
