@@ -529,3 +529,57 @@ def test_approved_orders_never_break_limits(steps: list[tuple]) -> None:
             ref = ask if side is Side.BUY else bid
             assert inst.notional(ref, after) <= (1_000 if sym == "BTCUSDT" else 1_200) * USDT
             assert pf.exposure <= 2_000 * USDT + 10 * USDT  # marks may move it slightly past
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pos=st.integers(-3_000, 3_000),
+    resting=st.integers(0, 3_000),
+    side=st.sampled_from([Side.BUY, Side.SELL]),
+    qty=st.integers(1, 8_000),
+    reduce_only=st.booleans(),
+)
+def test_in_reducing_every_approved_order_shrinks_the_position(
+    pos: int, resting: int, side: Side, qty: int, reduce_only: bool
+) -> None:
+    r = engine(drawdown_reduce_bps=100)
+    pf = Portfolio(INSTS, START)
+    if pos:
+        fill_at(pf, "ETHUSDT", Side.BUY if pos > 0 else Side.SELL, 300_000, abs(pos))
+    if resting:
+        pf.on_order(new_order(1, "ETHUSDT", side, OrderType.LIMIT, TimeInForce.GTC, resting, 300_000, T0))
+    r.restore_state(
+        {**r.export_state(), "breakers": {"drawdown": {"level": "REDUCING", "reason": "x", "since_ns": T0}}},
+        T0,
+    )
+    assert r.state is TradingState.REDUCING
+    d = r.check(intent("ETHUSDT", side, qty, 300_000, reduce_only=reduce_only), pf, ETH_TOP, T0)
+    if isinstance(d, Denied):
+        return
+    n = d.new_qty if isinstance(d, Adjusted) else qty
+    worst_after = pos + int(side) * (resting + n)
+    assert pos * int(side) < 0 and abs(worst_after) < abs(pos) and worst_after * pos >= 0
+
+
+junk = st.one_of(st.none(), st.integers(-5, 5), st.text(max_size=3), st.floats(allow_nan=True), st.booleans())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    symbol=st.one_of(st.sampled_from(["BTCUSDT", "ETHUSDT", "X"]), junk),
+    side=st.one_of(st.sampled_from(list(Side)), junk),
+    typ=st.one_of(st.sampled_from(list(OrderType)), junk),
+    tif=st.one_of(st.sampled_from(list(TimeInForce)), junk),
+    qty=st.one_of(st.integers(-10, 10**6), junk),
+    price=st.one_of(st.integers(-10, 10**7), junk),
+    top_=st.one_of(st.none(), st.tuples(st.integers(1, 10**7), st.integers(1, 10**7))),
+)
+def test_check_never_raises(symbol, side, typ, tif, qty, price, top_) -> None:
+    r = RiskEngine(RiskConfig(), INSTS)
+    pf = Portfolio(INSTS, START)
+    d = r.check(OrderIntent(symbol, side, typ, tif, qty, price, T0), pf, top_, T0)
+    assert isinstance(d, Approved | Adjusted | Denied)
+    (rec,) = r.drain()
+    assert rec.verdict in ("approved", "adjusted", "denied") and rec.reason == d.reason
+    if not isinstance(d, Denied):
+        assert symbol in ("BTCUSDT", "ETHUSDT") and type(qty) is int and qty > 0
