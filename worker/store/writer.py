@@ -362,6 +362,27 @@ class StoreWriter:
         if self._fatal is not None:
             raise db.StoreError(f"store writer stopped: {self._fatal}") from self._fatal
 
+    async def wait_for_room(self, max_queued: int | None = None, timeout: float | None = None) -> None:
+        """Backpressure for a producer that MAY block (replay, never the live worker): wait until at
+        most `max_queued` records are queued (default: half the smaller of the two queue limits), so a
+        replay at full speed neither drops samples nor grows the never-drop queue without bound."""
+        limit = (
+            min(self.config.critical_soft_limit, self.config.sample_capacity) // 2
+            if max_queued is None
+            else max_queued
+        )
+        if self.queue_depth <= limit and self._fatal is None:
+            return
+        self._wake.set()
+
+        async def wait() -> None:
+            async with self._committed:
+                await self._committed.wait_for(lambda: self.queue_depth <= limit or self._fatal is not None)
+
+        await asyncio.wait_for(wait(), timeout)
+        if self._fatal is not None:
+            raise db.StoreError(f"store writer stopped: {self._fatal}") from self._fatal
+
     # ---- operator actions (polled by the worker) ---------------------------------------------------
     async def pending_operator_actions(self) -> list[recovery.OperatorAction]:
         if self._conn is None:

@@ -1,0 +1,287 @@
+"""Engine outputs -> store records: what the SQLite sink hands `StoreWriter.submit`.
+
+Design and invariants:
+- `StoreSink(writer)` has the worker's sink signature `(event, outputs) -> None`; `StoreAdapter.convert`
+  is the pure part (one output -> zero or more records) so replay, live and tests share it.
+- Dispatch is by class name, cached per type (one dict lookup per output): the adapter must not import
+  strategy / risk / broker types that may not exist yet, and must not pay `isinstance` chains per event.
+- Never dropped: fills (`worker.orders.Fill`), order updates (anything with `.order` and `.ts_ns`),
+  orders, markouts, cancel rejections, signals, risk decisions, trading-state and breaker changes, pause
+  changes, funding payments. They go to the writer unchanged or as the writer's record types.
+- Samples: the engine's 1 s `TopSample` and `EquitySample` become the writer's `BookTop` /
+  `EquitySample`. Until the engine emits `TopSample`, the adapter samples the engine's per-change
+  `BookTop` itself: the first top of each second of event time per symbol (deterministic, so a replay
+  leaves the rows a live run would). The first `TopSample` seen switches that fallback off.
+- Book sync changes and feed-status events become `system_events` (`gap`, `resync`, `synced`,
+  `disconnect`, `reconnect`, `stale`), which the schema counts per symbol for the API.
+- Outputs the store does not persist (features, ...) are skipped; an unknown output type is skipped too
+  but counted and logged once by name, so a new engine output is noticed rather than lost silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from worker.store import records
+
+log = logging.getLogger(__name__)
+
+NS = 1_000_000_000
+Convert = Callable[[Any], list[Any]]
+
+# Engine outputs the store has no table for (the feed publishes them instead).
+NOT_PERSISTED = frozenset({"Features", "FeatureSample", "FeatureVector", "Intent", "OrderIntent"})
+# Already in a shape the writer takes as is (its own records, or duck-typed by the writer).
+PASS_THROUGH = frozenset(
+    {
+        "Fill",
+        "Order",
+        "OrderUpdate",
+        "Markout",
+        "FundingPayment",
+        "SignalOutcome",
+        "PositionSnapshot",
+        "OperatorActionApplied",
+        "SystemEvent",
+        "Heartbeat",
+        "RiskDecision",
+        "TradingStateChange",
+        "BreakerChange",
+    }
+)
+
+
+class StoreAdapter:
+    """Turns engine outputs into `worker.store.records` values. Stateful only for top sampling."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[type, Convert] = {}
+        self._last_top_s: dict[tuple[str, str], int] = {}
+        self.top_samples_from_engine = False
+        self.skipped: dict[str, int] = {}
+        self.unknown: dict[str, int] = {}
+
+    def convert(self, out: Any) -> list[Any]:
+        kind = type(out)
+        fn = self._by_type.get(kind)
+        if fn is None:
+            fn = self._by_type[kind] = self._resolve(kind)
+        return fn(out)
+
+    def convert_all(self, outputs: list[Any]) -> list[Any]:
+        result: list[Any] = []
+        for out in outputs:
+            result.extend(self.convert(out))
+        return result
+
+    def event_records(self, event: Any) -> list[Any]:
+        """Records for the source's own events (feed status), which are not engine outputs."""
+        if type(event).__name__ != "FeedStatus":
+            return []
+        state = str(event.state)
+        kind = {"disconnected": "disconnect", "connected": "reconnect"}.get(state, state)
+        severity = "info" if kind == "reconnect" else "warning"
+        return [
+            records.SystemEvent(
+                event.recv_ns, kind, severity, str(event.market), event.symbol, {"reason": event.reason}
+            )
+        ]
+
+    # ---- dispatch ------------------------------------------------------------------------------------
+    def _resolve(self, kind: type) -> Convert:
+        name = kind.__name__
+        if name in PASS_THROUGH:
+            return _same
+        table: dict[str, Convert] = {
+            "BookTop": self._book_top,
+            "TopSample": self._top_sample,
+            "EquitySample": _equity,
+            "SyncChange": _sync_change,
+            "CancelRejected": _cancel_rejected,
+            "Signal": _signal,
+            "RiskDecisionEvent": _risk_decision,
+            "TradingStateChanged": _state_change,
+            "BreakerChanged": _breaker_change,
+            "PauseChange": _pause_change,
+        }
+        fn = table.get(name)
+        if fn is not None:
+            return fn
+        if name in NOT_PERSISTED:
+            return self._skip
+        return self._unknown
+
+    def _skip(self, out: Any) -> list[Any]:
+        name = type(out).__name__
+        self.skipped[name] = self.skipped.get(name, 0) + 1
+        return []
+
+    def _unknown(self, out: Any) -> list[Any]:
+        name = type(out).__name__
+        count = self.unknown.get(name, 0) + 1
+        self.unknown[name] = count
+        if count == 1:
+            log.warning("store: no table for engine output %s; skipped (counted)", name)
+        return []
+
+    # ---- samples -------------------------------------------------------------------------------------
+    def _book_top(self, top: Any) -> list[Any]:
+        """The engine's per-change top; sampled to the first of each second until TopSample exists."""
+        if self.top_samples_from_engine:
+            return []
+        key = (str(top.market), top.symbol)
+        second = top.recv_ns // NS
+        if self._last_top_s.get(key) == second:
+            return []
+        self._last_top_s[key] = second
+        return [
+            records.BookTop(
+                top.recv_ns,
+                str(top.market),
+                top.symbol,
+                top.bid,
+                top.bid_qty,
+                top.ask,
+                top.ask_qty,
+                top.microprice,
+                top.imbalance,
+            )
+        ]
+
+    def _top_sample(self, s: Any) -> list[Any]:
+        self.top_samples_from_engine = True
+        return [
+            records.BookTop(
+                s.ts_ns,
+                str(s.market),
+                s.symbol,
+                s.bid,
+                s.bid_qty,
+                s.ask,
+                s.ask_qty,
+                s.microprice,
+                s.imbalance,
+            )
+        ]
+
+
+def _same(out: Any) -> list[Any]:
+    return [out]
+
+
+def _equity(s: Any) -> list[Any]:
+    if isinstance(s, records.EquitySample):
+        return [s]
+    return [
+        records.EquitySample(s.ts_ns, s.equity, s.cash, s.realized_pnl, s.unrealized_pnl, s.fees, s.exposure)
+    ]
+
+
+def _sync_change(c: Any) -> list[Any]:
+    market, detail = str(c.market), {"reason": c.reason, "state": str(c.state)}
+    if str(c.state) == "live":
+        return [records.SystemEvent(c.recv_ns, "synced", "info", market, c.symbol, detail)]
+    out = []
+    if c.reason == "gap":
+        out.append(records.SystemEvent(c.recv_ns, "gap", "warning", market, c.symbol, detail))
+    out.append(records.SystemEvent(c.recv_ns, "resync", "warning", market, c.symbol, detail))
+    return out
+
+
+def _cancel_rejected(c: Any) -> list[Any]:
+    detail = {"order_id": c.order_id, "reason": c.reason}
+    return [records.SystemEvent(c.ts_ns, "cancel_rejected", "warning", "", "", detail)]
+
+
+def _signal(s: Any) -> list[Any]:
+    """The strategy's Signal, by the writer's field names (missing optional ones take their defaults)."""
+    if isinstance(s, records.Signal):
+        return [s]
+    features = getattr(s, "features", None) or {}
+    return [
+        records.Signal(
+            ts_ns=s.ts_ns,
+            market=str(getattr(s, "market", "")),
+            symbol=s.symbol,
+            model=str(getattr(s, "model", getattr(s, "name", ""))),
+            value=float(s.value),
+            direction=int(getattr(s, "direction", 0)),
+            confidence=float(getattr(s, "confidence", 0.0)),
+            mid=getattr(s, "mid", None),
+            order_id=getattr(s, "order_id", None),
+            features=dict(features),
+            signal_id=getattr(s, "signal_id", None),
+        )
+    ]
+
+
+def _risk_decision(d: Any) -> list[Any]:
+    detail = dict(getattr(d, "detail", None) or {})
+    tag = getattr(d, "tag", "")
+    if tag:
+        detail["tag"] = tag
+    return [
+        records.RiskDecision(
+            ts_ns=d.ts_ns,
+            market=str(d.market),
+            symbol=d.symbol,
+            verdict=d.verdict,
+            reason=d.reason,
+            order_id=getattr(d, "order_id", None),
+            side=None if d.side is None else int(d.side),
+            qty_requested=d.qty_requested,
+            qty_approved=d.qty_approved,
+            price=d.price,
+            detail=detail,
+        )
+    ]
+
+
+def _state_change(c: Any) -> list[Any]:
+    return [
+        records.TradingStateChange(
+            c.ts_ns,
+            str(c.state),
+            None if c.previous is None else str(c.previous),
+            c.reason,
+            c.source,
+            dict(c.detail or {}),
+        )
+    ]
+
+
+def _breaker_change(c: Any) -> list[Any]:
+    return [records.BreakerChange(c.ts_ns, c.breaker, bool(c.tripped), c.reason, dict(c.detail or {}))]
+
+
+def _pause_change(p: Any) -> list[Any]:
+    kind = "pause" if p.paused else "resume"
+    detail = {"reason": p.reason, "until_ns": p.until_ns}
+    return [records.SystemEvent(p.ts_ns, kind, "info", "", "", detail)]
+
+
+class StoreSink:
+    """`(event, outputs) -> None`: adapt and `submit` to the writer. O(outputs), never awaits."""
+
+    def __init__(self, writer: Any, adapter: StoreAdapter | None = None) -> None:
+        self.writer = writer
+        self.adapter = adapter or StoreAdapter()
+        self.records = 0
+
+    def __call__(self, event: Any, outputs: list[Any]) -> None:
+        submit = self.writer.submit
+        convert = self.adapter.convert
+        if type(event).__name__ == "FeedStatus":
+            for record in self.adapter.event_records(event):
+                submit(record)
+                self.records += 1
+        for out in outputs:
+            for record in convert(out):
+                submit(record)
+                self.records += 1
+
+    def submit_outputs(self, outputs: list[Any]) -> None:
+        """Outputs that did not come from an event (restore, storage-lag gate, ...)."""
+        self(None, outputs)
