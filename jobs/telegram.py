@@ -20,6 +20,11 @@ from worker.errors import ConfigError
 from worker.notify import Notifier, TelegramConfig
 
 
+def configured(env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    return bool(env.get("TELEGRAM_BOT_TOKEN") and env.get("TELEGRAM_CHAT_ID"))
+
+
 def config_from_env(env: Mapping[str, str] | None = None) -> TelegramConfig | None:
     env = os.environ if env is None else env
     token, chat = env.get("TELEGRAM_BOT_TOKEN", ""), env.get("TELEGRAM_CHAT_ID", "")
