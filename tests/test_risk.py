@@ -583,3 +583,28 @@ def test_check_never_raises(symbol, side, typ, tif, qty, price, top_) -> None:
     assert rec.verdict in ("approved", "adjusted", "denied") and rec.reason == d.reason
     if not isinstance(d, Denied):
         assert symbol in ("BTCUSDT", "ETHUSDT") and type(qty) is int and qty > 0
+
+
+def test_escalation_reducing_then_halted_is_recorded_each_time() -> None:
+    r, pf = breaker_setup()
+    pf.mark("BTCUSDT", 5_650_000, 5_650_001)  # 3.5 %
+    r.update(pf, T0 + 1)
+    pf.mark("BTCUSDT", 5_450_000, 5_450_001)  # 5.5 %
+    r.update(pf, T0 + 2)
+    recs = r.drain()
+    assert [(type(x).__name__, getattr(x, "reason", "")) for x in recs] == [
+        ("BreakerChanged", "drawdown_reduce"),
+        ("TradingStateChanged", "drawdown:drawdown_reduce"),
+        ("BreakerChanged", "drawdown_halt"),
+        ("TradingStateChanged", "drawdown:drawdown_halt"),
+    ]
+    assert recs[-1].previous == "REDUCING" and recs[-1].state == "HALTED"
+    assert r.export_state()["breakers"]["drawdown"]["detail"]["drawdown"] == 550 * USDT
+
+
+def test_an_account_without_equity_does_not_trip_on_a_meaningless_percentage() -> None:
+    r = engine(drawdown_reduce_bps=100, drawdown_halt_bps=200)
+    pf = Portfolio(INSTS, 0)
+    r.update(pf, T0)
+    assert r.state is TradingState.ACTIVE
+    assert r.check(intent(), pf, BTC_TOP, T0) == Denied("insufficient_quote")

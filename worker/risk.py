@@ -504,13 +504,14 @@ class RiskEngine:
         halt, reduce = lim.drawdown_halt_bps, lim.drawdown_reduce_bps
         current = self.breakers.get(BREAKER_DRAWDOWN)
         current_rank = _LEVEL_RANK[current.level] if current else 0
-        detail = {"equity": eq, "peak": peak, "drawdown": dd}
-        if halt is not None and current_rank < 2 and dd * BPS >= halt * peak:
-            self._trip(BREAKER_DRAWDOWN, TradingState.HALTED, "drawdown_halt", ts_ns, {**detail, "bps": halt})
-        elif reduce is not None and current_rank < 1 and dd * BPS >= reduce * peak:
-            self._trip(
-                BREAKER_DRAWDOWN, TradingState.REDUCING, "drawdown_reduce", ts_ns, {**detail, "bps": reduce}
-            )
+        # (A peak <= 0 is an account that never had equity: a percentage of it means nothing.)
+        if peak > 0 and dd > 0:
+            if halt is not None and current_rank < 2 and dd * BPS >= halt * peak:
+                detail = {"equity": eq, "peak": peak, "drawdown": dd, "bps": halt}
+                self._trip(BREAKER_DRAWDOWN, TradingState.HALTED, "drawdown_halt", ts_ns, detail)
+            elif reduce is not None and current_rank < 1 and dd * BPS >= reduce * peak:
+                detail = {"equity": eq, "peak": peak, "drawdown": dd, "bps": reduce}
+                self._trip(BREAKER_DRAWDOWN, TradingState.REDUCING, "drawdown_reduce", ts_ns, detail)
         loss_limit = lim.daily_loss_limit
         if (
             loss_limit is not None
