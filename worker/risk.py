@@ -455,10 +455,12 @@ class RiskEngine:
     def state(self) -> TradingState:
         return self._state
 
-    def state_reason(self) -> str:
-        if self._state is TradingState.PAUSED:
+    def state_reason(self, state: TradingState | None = None) -> str:
+        """Why trading is in `state` (default: the current one): the pause reason or `breaker:reason`."""
+        state = state or self._state
+        if state is TradingState.PAUSED:
             return self.paused or ""
-        tripped = [f"{n}:{b.reason}" for n, b in sorted(self.breakers.items()) if b.level is self._state]
+        tripped = [f"{n}:{b.reason}" for n, b in sorted(self.breakers.items()) if b.level is state]
         return ",".join(tripped)
 
     def _recompute(
@@ -529,7 +531,7 @@ class RiskEngine:
         after = self.level
         if after is before:
             return []
-        self._recompute(ts_ns, self.state_reason() or after.value.lower(), "risk", {"equity": eq})
+        self._recompute(ts_ns, self.state_reason(after) or after.value.lower(), "risk", {"equity": eq})
         if after is TradingState.HALTED and lim.flatten_on_halt:
             intents = self.flatten_intents(portfolio, ts_ns)
             self.flatten_pending.extend(intents)
