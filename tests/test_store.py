@@ -530,3 +530,64 @@ def test_restart_cancels_open_orders_never_assumes_them_filled() -> None:
     (update,) = recovery.restart_cancellations(state, T0 + 5)
     assert update.order.status_name == "Cancelled" and update.order.status.reason == "restart"
     assert update.order.filled_qty == 2 and update.ts_ns == T0 + 5
+
+
+async def test_the_workers_own_output_types_are_stored_not_rejected(tmp_path: Path) -> None:
+    """The writer takes the engine's shapes as they are (risk, engine, broker, events)."""
+    from worker import broker, engine, risk
+    from worker.book import SyncState
+    from worker.events import FeedState, FeedStatus, Market
+
+    path = tmp_path / "w.db"
+    writer = await started(path)
+    order = new_order(1, "BTCUSDT", Side.BUY, OrderType.LIMIT, TimeInForce.GTC, 10, 600_000, T0)
+    t1, t5 = T0 + 10**9, T0 + 5 * 10**9
+    outputs = [
+        broker.OrderUpdate(order, T0, "accepted"),
+        a_fill(1, 1, Side.BUY, 600_000, 10, T0 + 1),
+        broker.OrderUpdate(fill(order, 10), T0 + 1, "fill"),
+        broker.Markout(1, 1, "BTCUSDT", Side.BUY, 1000, T0, t1, 600_000, 600_000.5, 600_002.0, 0.2, 0.3),
+        broker.Markout(1, 1, "BTCUSDT", Side.BUY, 5000, T0, t5, 600_000, 600_000.5, None, None, None),
+        risk.RiskDecisionEvent(T0, "usdm", "BTCUSDT", "denied", "max_position", 1, 10, 0, 600_000, "s"),
+        risk.TradingStateChanged(T0 + 2, "HALTED", "ACTIVE", "drawdown", "risk"),
+        risk.BreakerChanged(T0 + 2, "drawdown", True, "drawdown 5.1%"),
+        engine.SyncChange("BTCUSDT", Market.USDM, SyncState.SYNCING, "gap: U 5 > 3", T0 + 5),
+        engine.SyncChange("BTCUSDT", Market.USDM, SyncState.LIVE, "snapshot", T0 + 6),
+        FeedStatus("BTCUSDT", Market.USDM, FeedState.DISCONNECTED, "closed 1006", T0 + 7),
+        FeedStatus("BTCUSDT", Market.USDM, FeedState.CONNECTED, "", T0 + 8),
+    ]
+    writer.submit_many(outputs)
+    await writer.close()
+    conn = sqlite3.connect(path)
+    kinds = dict(conn.execute("SELECT kind, count FROM event_counts"))
+    assert "store_rejected" not in kinds, conn.execute("SELECT detail_json FROM system_events").fetchall()
+    assert kinds == {"resync": 1, "gap": 1, "synced": 1, "disconnect": 1, "reconnect": 1}
+    assert conn.execute("SELECT verdict, reason FROM risk_decisions").fetchall() == [
+        ("denied", "max_position")
+    ]
+    assert conn.execute("SELECT state FROM trading_state_events").fetchall() == [("HALTED",)]
+    assert conn.execute("SELECT tripped FROM breakers WHERE breaker = 'drawdown'").fetchone() == (1,)
+    assert conn.execute("SELECT count(*) FROM markouts").fetchone() == (1,)  # the one with no mid is skipped
+    conn.close()
+    code, report = run_check(path)
+    assert code == 0, report
+
+
+async def test_the_traders_samples_and_events_are_stored(tmp_path: Path) -> None:
+    trader = pytest.importorskip("worker.trader")
+    path = tmp_path / "w.db"
+    writer = await started(path)
+    writer.submit_many(
+        [
+            trader.EquitySample(T0, 10**12, 10**12, 0, 0, 0, 0),
+            trader.TopSample(T0, "usdm", "BTCUSDT", 600_000, 3, 600_001, 4, 0.1, 600_000.4),
+            trader.Incident(T0 + 3, "order_refused", "spot oversell"),
+            trader.PauseChange(T0 + 4, True, "shabbat", T0 + 10**12),
+        ]
+    )
+    await writer.close()
+    conn = sqlite3.connect(path)
+    assert dict(conn.execute("SELECT kind, count FROM event_counts")) == {"order_refused": 1, "pause": 1}
+    assert conn.execute("SELECT bid_price, ask_price FROM book_top_latest").fetchone() == (600_000, 600_001)
+    assert conn.execute("SELECT count(*) FROM equity_bars").fetchone() == (3,)
+    conn.close()

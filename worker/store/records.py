@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from worker.orders import Order
+from worker.orders import Fill, Order
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +170,67 @@ class OperatorActionApplied:
 
 
 SAMPLE_TYPES: tuple[type, ...] = (EquitySample, BookTop, Heartbeat)
+SAMPLE_KINDS = frozenset({"equity", "book_top", "heartbeat"})
+_KINDS: dict[type, str] = {}
+
+
+def classify(record: Any) -> str:
+    """What kind of row a record becomes; cached per type, so the hot path pays one dict lookup.
+
+    Accepts this module's types and the worker's own shapes with the same fields (risk's
+    `RiskDecisionEvent`/`TradingStateChanged`/`BreakerChanged`, the trader's `EquitySample`/`TopSample`/
+    `Incident`/`PauseChange`, the engine's `SyncChange`, `events.FeedStatus`, the broker's
+    `OrderUpdate`/`Markout`, the portfolio's `FundingPayment`)."""
+    kind = _KINDS.get(type(record))
+    if kind is None:
+        kind = _KINDS[type(record)] = _classify(record)
+    return kind
+
+
+def _classify(r: Any) -> str:
+    def has(*names: str) -> bool:
+        return all(hasattr(r, n) for n in names)
+
+    if isinstance(r, Fill):
+        return "fill"
+    if isinstance(r, Order):
+        return "order"
+    if isinstance(getattr(r, "order", None), Order):
+        return "order_update"
+    if isinstance(r, OperatorActionApplied):
+        return "action"
+    if isinstance(r, PositionSnapshot):
+        return "snapshot"
+    if has("equity", "cash", "exposure", "ts_ns"):
+        return "equity"
+    if has("ts_ns", "bid_qty", "ask_qty") and (has("bid_price", "ask_price") or has("bid", "ask")):
+        return "book_top"
+    if has("trading_state", "sync", "ts_ns"):
+        return "heartbeat"
+    if has("verdict", "reason"):
+        return "risk"
+    if has("breaker", "tripped"):
+        return "breaker"
+    if has("state", "previous", "source"):
+        return "state"
+    if has("signal_id", "return_bps"):
+        return "signal_outcome"
+    if has("confidence", "direction", "symbol"):
+        return "signal"
+    if has("funding_ns", "amount"):
+        return "funding"
+    if has("markout_bps", "horizon_ms"):
+        return "markout"
+    if has("kind", "severity"):
+        return "system"
+    if has("kind", "detail", "ts_ns"):
+        return "incident"
+    if has("paused", "reason"):
+        return "pause"
+    if has("state", "reason", "recv_ns", "symbol"):
+        state = str(getattr(r.state, "value", r.state))
+        return "sync" if state in ("syncing", "live") else "feed"
+    return "unknown"
 
 
 def dumps(value: Mapping[str, Any] | None) -> str:
@@ -236,11 +297,18 @@ def equity_row(s: EquitySample, peak: int) -> tuple:
     )
 
 
-def book_top_row(b: BookTop) -> tuple:
-    mid2 = b.bid_price + b.ask_price
-    spread = b.ask_price - b.bid_price
+def _bid_ask(b: Any) -> tuple[int, int]:
+    """`BookTop` says bid_price/ask_price, the trader's `TopSample` bid/ask."""
+    bid = getattr(b, "bid_price", None)
+    return (b.bid, b.ask) if bid is None else (bid, b.ask_price)
+
+
+def book_top_row(b: Any) -> tuple:
+    bid, ask = _bid_ask(b)
+    mid2 = bid + ask
+    spread = ask - bid
     return (
-        b.market,
+        str(b.market),
         b.symbol,
         1,
         b.ts_ns // 1_000_000_000,
@@ -248,9 +316,9 @@ def book_top_row(b: BookTop) -> tuple:
         mid2,
         mid2,
         mid2,
-        b.bid_price,
+        bid,
         b.bid_qty,
-        b.ask_price,
+        ask,
         b.ask_qty,
         spread,
         spread,
@@ -260,49 +328,71 @@ def book_top_row(b: BookTop) -> tuple:
     )
 
 
-def book_latest_row(b: BookTop) -> tuple:
+def book_latest_row(b: Any) -> tuple:
+    bid, ask = _bid_ask(b)
+    microprice = getattr(b, "microprice", None)
+    imbalance = getattr(b, "imbalance", None)
     return (
-        b.market,
+        str(b.market),
         b.symbol,
         b.ts_ns,
-        b.bid_price,
+        bid,
         b.bid_qty,
-        b.ask_price,
+        ask,
         b.ask_qty,
-        b.microprice,
-        b.imbalance,
+        None if microprice is None else float(microprice),
+        None if imbalance is None else float(imbalance),
     )
 
 
-def signal_row(s: Signal, run_id: int) -> tuple:
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """Features as a dict: a Mapping as is, a NamedTuple (FeatureVector) via `_asdict`."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return value
+    as_dict = getattr(value, "_asdict", None)
+    return as_dict() if as_dict else {"value": repr(value)}
+
+
+def signal_row(s: Any, run_id: int, market: str = "") -> tuple:
+    mid = getattr(s, "mid", None)
+    value = getattr(s, "value", None)
+    if value is None:
+        value = getattr(s, "score", 0.0)
     return (
-        s.signal_id,
+        getattr(s, "signal_id", None),
         s.ts_ns,
         run_id,
-        s.market,
+        str(getattr(s, "market", "") or market),
         s.symbol,
-        s.model,
-        float(s.value),
+        str(getattr(s, "model", "") or type(s).__name__),
+        float(value),
         int(s.direction),
         float(s.confidence),
-        None if s.mid is None else float(s.mid),
-        s.order_id,
-        dumps(s.features),
+        None if mid is None else float(mid),
+        getattr(s, "order_id", None),
+        dumps(_mapping(getattr(s, "features", None))),
     )
 
 
-def risk_row(d: RiskDecision, run_id: int) -> tuple:
+def risk_row(d: Any, run_id: int) -> tuple:
+    side = getattr(d, "side", None)
+    detail = dict(_mapping(getattr(d, "detail", None)))
+    tag = getattr(d, "tag", "")
+    if tag:
+        detail.setdefault("tag", tag)
     return (
         d.ts_ns,
         run_id,
-        d.market,
+        str(d.market),
         d.symbol,
-        d.verdict,
+        str(d.verdict),
         d.reason,
-        d.order_id,
-        None if d.side is None else int(d.side),
-        d.qty_requested,
-        d.qty_approved,
-        d.price,
-        dumps(d.detail),
+        getattr(d, "order_id", None),
+        None if side is None else int(side),
+        getattr(d, "qty_requested", None),
+        getattr(d, "qty_approved", None),
+        getattr(d, "price", None),
+        dumps(detail),
     )

@@ -45,20 +45,6 @@ from worker.instruments import MONEY_SCALE, Instrument
 from worker.orders import Fill, Order
 from worker.store import db, records, recovery
 from worker.store.ledger import Position, apply_fill
-from worker.store.records import (
-    SAMPLE_TYPES,
-    BookTop,
-    BreakerChange,
-    EquitySample,
-    Heartbeat,
-    OperatorActionApplied,
-    PositionSnapshot,
-    RiskDecision,
-    Signal,
-    SignalOutcome,
-    SystemEvent,
-    TradingStateChange,
-)
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +212,10 @@ class StoreWriter:
         self._max_fill_id_at_open = 0
         self._last_event_ns = 0
         self._last_retention_s = 0
-        self._last_heartbeat: Heartbeat | None = None
+        self._last_heartbeat: Any = None  # the latest records.Heartbeat
         self._heartbeat_dirty = True
         self._last_heartbeat_write = 0.0
+        self._disconnected: set[tuple[str, str]] = set()
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> recovery.RecoveredState:
@@ -304,7 +291,7 @@ class StoreWriter:
         now = time.monotonic_ns()
         self._seq += 1
         self.stats.submitted += 1
-        if isinstance(record, SAMPLE_TYPES):
+        if records.classify(record) in records.SAMPLE_KINDS:
             if len(self._samples) >= self.config.sample_capacity:
                 self._samples.popleft()
                 self.stats.samples_dropped += 1
@@ -577,10 +564,11 @@ class StoreWriter:
         return found
 
     def _statements_for(self, record: Any, existing_fills: set[int]) -> list[Statement]:
+        kind = records.classify(record)
         ts = getattr(record, "ts_ns", None)
         if isinstance(ts, int) and ts > self._last_event_ns:
             self._last_event_ns = ts
-        if isinstance(record, Fill):
+        if kind == "fill":
             if record.fill_id in existing_fills:
                 self.stats.duplicates_skipped += 1
                 return []
@@ -589,75 +577,61 @@ class StoreWriter:
                 self.stats.rejected += 1
                 return [self._rejected(record, problem)]
             return [self._fill_statement(record)]
-        if isinstance(record, Order):
+        if kind == "order":
             return self._order_statements(
                 record, record.created_ns if _is_initial(record) else self._last_event_ns
             )
-        order = getattr(record, "order", None)
-        if isinstance(order, Order):  # the broker's OrderUpdate, or records.OrderUpdate
-            return self._order_statements(order, int(record.ts_ns))
-        if isinstance(record, EquitySample):
+        if kind == "order_update":  # the broker's OrderUpdate, or records.OrderUpdate
+            return self._order_statements(record.order, int(record.ts_ns))
+        if kind == "equity":
             self._peak = record.equity if self._peak is None else max(self._peak, record.equity)
             return [(_INSERT_EQUITY, records.equity_row(record, self._peak))]
-        if isinstance(record, BookTop):
+        if kind == "book_top":
             return [
                 (_INSERT_BOOK_TOP, records.book_top_row(record)),
                 (_UPSERT_BOOK_LATEST, records.book_latest_row(record)),
             ]
-        if isinstance(record, Heartbeat):
+        if kind == "heartbeat":
             self._last_heartbeat = record
             self._heartbeat_dirty = True
             return []
-        if isinstance(record, Signal):
-            return [(_INSERT_SIGNAL, records.signal_row(record, self.run_id))]
-        if isinstance(record, SignalOutcome):
-            return [
-                (
-                    _INSERT_SIGNAL_OUTCOME,
-                    (
-                        record.signal_id,
-                        record.horizon_ms,
-                        record.ts_ns,
-                        float(record.mid),
-                        float(record.return_bps),
-                    ),
-                )
-            ]
-        if isinstance(record, RiskDecision):
+        if kind == "signal":
+            return [(_INSERT_SIGNAL, records.signal_row(record, self.run_id, self._market(record.symbol)))]
+        if kind == "signal_outcome":
+            row = (
+                record.signal_id,
+                record.horizon_ms,
+                record.ts_ns,
+                float(record.mid),
+                float(record.return_bps),
+            )
+            return [(_INSERT_SIGNAL_OUTCOME, row)]
+        if kind == "risk":
             return [(_INSERT_RISK, records.risk_row(record, self.run_id))]
-        if isinstance(record, TradingStateChange):
+        if kind == "state":
             row = (
                 record.ts_ns,
                 self.run_id,
-                record.state,
-                record.previous,
+                str(record.state),
+                None if record.previous is None else str(record.previous),
                 record.reason,
                 record.source,
-                records.dumps(record.detail),
+                records.dumps(getattr(record, "detail", None)),
             )
             return [(_INSERT_STATE, row)]
-        if isinstance(record, BreakerChange):
+        if kind == "breaker":
             row = (
                 record.ts_ns,
                 self.run_id,
                 record.breaker,
                 int(record.tripped),
                 record.reason,
-                records.dumps(record.detail),
+                records.dumps(getattr(record, "detail", None)),
             )
             return [(_INSERT_BREAKER, row)]
-        if isinstance(record, SystemEvent):
-            row = (
-                record.ts_ns,
-                self.run_id,
-                record.kind,
-                record.severity,
-                record.market,
-                record.symbol,
-                records.dumps(record.detail),
-            )
-            return [(_INSERT_SYSTEM, row)]
-        if isinstance(record, PositionSnapshot):
+        if kind in ("system", "incident", "pause", "sync", "feed"):
+            return [(_INSERT_SYSTEM, row) for row in self._system_rows(kind, record)]
+        if kind == "snapshot":
             row = (
                 record.ts_ns,
                 self.run_id,
@@ -670,9 +644,9 @@ class StoreWriter:
                 record.last_fill_id,
             )
             return [(_INSERT_SNAPSHOT, row)]
-        if isinstance(record, OperatorActionApplied):
+        if kind == "action":
             return [(_APPLY_ACTION, (time.time_ns(), self.run_id, record.ts_ns, record.action_id))]
-        if hasattr(record, "funding_ns") and hasattr(record, "amount"):  # portfolio.FundingPayment
+        if kind == "funding":
             row = (
                 record.symbol,
                 record.funding_ns,
@@ -684,7 +658,7 @@ class StoreWriter:
                 self.run_id,
             )
             return [(_INSERT_FUNDING, row)]
-        if hasattr(record, "markout_bps") and hasattr(record, "horizon_ms"):  # the broker's Markout
+        if kind == "markout":
             if record.markout_bps is None or record.mid is None:
                 return []  # no live book at the horizon: nothing to record
             row = (
@@ -698,6 +672,43 @@ class StoreWriter:
             return [(_INSERT_MARKOUT, row)]
         # Unknown output: keep it visible rather than lose it silently.
         return [self._rejected(record, "unknown record type")]
+
+    def _system_rows(self, kind: str, record: Any) -> list[tuple]:
+        """System events from the several shapes the worker reports them in."""
+        ts = getattr(record, "ts_ns", None)
+        if ts is None:
+            ts = getattr(record, "recv_ns", self._last_event_ns)
+        market = str(getattr(record, "market", "") or "")
+        symbol = str(getattr(record, "symbol", "") or "")
+        if kind == "system":
+            return [
+                (ts, self.run_id, record.kind, record.severity, market, symbol, records.dumps(record.detail))
+            ]
+        if kind == "incident":  # trader.Incident: something the core refused or could not do
+            detail = records.dumps({"detail": str(record.detail)})
+            return [(ts, self.run_id, record.kind, "warning", market, symbol, detail)]
+        if kind == "pause":  # trader.PauseChange
+            name = "pause" if record.paused else "resume"
+            detail = records.dumps({"reason": record.reason, "until_ns": getattr(record, "until_ns", None)})
+            return [(ts, self.run_id, name, "info", market, symbol, detail)]
+        state = str(getattr(record.state, "value", record.state))
+        detail = records.dumps({"reason": record.reason, "state": state})
+        if kind == "sync":  # engine.SyncChange: LIVE again, or back to SYNCING (a resync)
+            if state == "live":
+                return [(ts, self.run_id, "synced", "info", market, symbol, detail)]
+            rows = [(ts, self.run_id, "resync", "warning", market, symbol, detail)]
+            if "gap" in record.reason.lower():
+                rows.append((ts, self.run_id, "gap", "warning", market, symbol, detail))
+            return rows
+        # events.FeedStatus: a connection after a disconnection is a reconnect.
+        key = (market, symbol)
+        if state == "connected":
+            name = "reconnect" if key in self._disconnected else "connect"
+            self._disconnected.discard(key)
+        else:
+            name = "disconnect" if state == "disconnected" else state
+            self._disconnected.add(key)
+        return [(ts, self.run_id, name, "warning" if name != "connect" else "info", market, symbol, detail)]
 
     def _rejected(self, record: Any, why: str) -> Statement:
         """A record the store cannot write as a row, kept verbatim in a system event."""
