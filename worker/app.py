@@ -1,37 +1,62 @@
-"""`python -m worker run`: the live worker loop (source -> Engine -> sinks), and its clean shutdown.
+"""`python -m worker run`: the live worker (source -> Engine -> sinks), its start, and its clean stop.
 
 Design and invariants:
 - `pump(source, engine, sinks)` is the whole loop: take an event, `engine.on_event(event)` (pure,
   synchronous: the hot path has no awaits), hand the outputs to every sink. A sink is a plain callable
-  that must not block: the real ones (SQLite writer, UDS publisher, Telegram, health) put outputs on
-  their own bounded queue and drain it in a background task (`App.add_task`).
-- One bad event never stops the loop: an exception from the Engine or a sink is logged (once per
-  kind, then counted) and the loop goes on.
-- A `SourceFailed` (the venue refuses the configured URL) ends `run` with that error: exit code 1 and
-  one clear log line, never a worker idling without data.
-- SIGINT/SIGTERM set `stop`; the loop task is cancelled, the source closes its sockets, background
-  tasks are cancelled and awaited, and `main` returns 0. A second signal during shutdown is ignored
-  (the first one is already doing the work).
-- `TopLogger` is the placeholder sink until the real ones land: a book-top line per symbol at most
-  every `interval_s` seconds of event time.
+  `(event, outputs) -> None` that must not block: the store (`StoreSink` -> `StoreWriter.submit`), the
+  feed (`FeedSink` -> `Publisher.offer`) and Telegram (`AlertSink` -> `Notifier.offer`) each append to
+  their own bounded queue, drained by their own task.
+- One bad event never stops the loop: an exception from the Engine or a sink is logged (the first ten,
+  then every thousandth) and counted, and the loop goes on.
+- Start order (`Worker.start`): logging with secrets redacted -> configuration (`worker.config`) -> the
+  database checked before any network (newer schema, corrupt file, read-only volume: exit 1, file
+  untouched) -> instruments from exchangeInfo -> risk limits compiled against them -> engine -> store
+  opened, run recorded, state recovered (open orders cancelled `restart`, `engine.restore(state, ts_ns)`)
+  -> feed socket, Telegram, health endpoint, heartbeat -> stream. Anything failing on the way closes
+  what was opened and exits non-zero with one clear log line.
+- Time: a `TimerTick` every `tick_interval_s` (on wall-clock boundaries) drives samples, latency queues
+  and the calendar; the storage-lag gate tells the engine (`set_storage_lag(lagging, ts_ns)`) when the
+  writer falls behind; operator actions (`risk reset`) are polled from the file about once a second.
+- SIGTERM/SIGINT: the loop stops, the source closes its sockets, the heartbeat and health endpoint stop,
+  a `stop` event and a last heartbeat are written and the writer FLUSHES everything before the process
+  exits 0 (Litestream, our parent, makes its final sync after we exit); then the feed closes and the
+  stop notice gets a bounded few seconds to reach Telegram.
+- A `SourceFailed` (the venue refuses the configured URL) ends the run with exit code 1 and one clear
+  log line, never a worker idling without data.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import socket
+import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
-from worker.binance.endpoints import USDM_DEPTH_SPEEDS, Endpoints
+from worker import config, notify, shell
+from worker.binance.endpoints import Endpoints
 from worker.binance.rest import BinanceRest, RestError
 from worker.binance.source import LiveSource, SourceFailed
+from worker.config import WorkerConfig
 from worker.engine import BookTop, Engine, SyncChange
 from worker.errors import ConfigError
-from worker.events import Event, Market
+from worker.events import Event, FeedState, FeedStatus, Market, TimerTick
+from worker.health import Health, HealthInputs, HealthServer, Heartbeat, LoopLagMonitor, SymbolHealth
+from worker.instruments import Instrument
+from worker.logs import add_secret, setup_logging
+from worker.notify import AlertSink, Notifier
+from worker.publish import FeedSink, Publisher
+from worker.shell import StorageLagGate
+from worker.store.adapt import StoreAdapter, StoreSink
+from worker.store.db import StoreError
+from worker.store.records import OperatorActionApplied, SystemEvent
+from worker.store.recovery import RecoveredState
+from worker.store.writer import StoreWriter
 
 log = logging.getLogger("worker.app")
 
@@ -80,6 +105,29 @@ class PumpCounters:
         self.sink_errors = 0
 
 
+def deliver(engine: Engine, sinks: Sequence[Sink], c: PumpCounters, event: Event) -> None:
+    """One event through the engine and every sink; an error costs that event (logged, counted)."""
+    try:
+        outputs = engine.on_event(event)
+    except Exception:
+        c.engine_errors += 1
+        if c.engine_errors <= 10 or c.engine_errors % 1000 == 0:
+            log.exception("engine failed on %s (#%d); event dropped", type(event).__name__, c.engine_errors)
+        return
+    emit(sinks, c, event, outputs)
+
+
+def emit(sinks: Sequence[Sink], c: PumpCounters, event: Event | None, outputs: list[Any]) -> None:
+    """Hand `outputs` to every sink; `event` is None for outputs the shell produced (restore, gates)."""
+    for sink in sinks:
+        try:
+            sink(event, outputs)  # type: ignore[arg-type]
+        except Exception:
+            c.sink_errors += 1
+            if c.sink_errors <= 10 or c.sink_errors % 1000 == 0:
+                log.exception("sink %r failed (#%d)", sink, c.sink_errors)
+
+
 async def pump(
     source: LiveSource, engine: Engine, sinks: Sequence[Sink] = (), counters: PumpCounters | None = None
 ) -> None:
@@ -87,22 +135,7 @@ async def pump(
     c = counters or PumpCounters()
     async for event in source:
         c.events += 1
-        try:
-            outputs = engine.on_event(event)
-        except Exception:
-            c.engine_errors += 1
-            if c.engine_errors <= 10 or c.engine_errors % 1000 == 0:
-                log.exception(
-                    "engine failed on %s (#%d); event dropped", type(event).__name__, c.engine_errors
-                )
-            continue
-        for sink in sinks:
-            try:
-                sink(event, outputs)
-            except Exception:
-                c.sink_errors += 1
-                if c.sink_errors <= 10 or c.sink_errors % 1000 == 0:
-                    log.exception("sink %r failed (#%d)", sink, c.sink_errors)
+        deliver(engine, sinks, c, event)
 
 
 class App:
@@ -140,81 +173,334 @@ class App:
             log.info("stopped; source counters: %s", self.source.stats())
 
 
-def _symbols(values: list[str]) -> list[str]:
-    out = sorted({s.strip().upper() for v in values for s in v.split(",") if s.strip()})
-    if not out:
-        raise ConfigError("--symbols", "at least one symbol, e.g. btcusdt")
-    return out
+class FeedTracker:
+    """Sink that remembers, per symbol, when its last message arrived and how often it reconnected."""
+
+    def __init__(self) -> None:
+        self.last_recv_ns: dict[tuple[Market, str], int] = {}
+        self.reconnects: dict[tuple[Market, str], int] = {}
+
+    def __call__(self, event: Event | None, outputs: list[Any]) -> None:
+        symbol = getattr(event, "symbol", None)
+        if symbol is None:
+            return
+        key = (event.market, symbol)  # type: ignore[union-attr]
+        self.last_recv_ns[key] = event.recv_ns  # type: ignore[union-attr]
+        if type(event) is FeedStatus and event.state is FeedState.CONNECTED:
+            self.reconnects[key] = self.reconnects.get(key, 0) + 1
+
+
+class Worker:
+    """The live worker with its sinks: store, feed socket, Telegram, health. See the module docstring."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.tracker = FeedTracker()
+        self.counters = PumpCounters()
+        self.started_mono = time.monotonic()
+        self.stop_reason = "stop"
+        self.rest: BinanceRest | None = None
+        self.engine: Engine | None = None
+        self.writer: StoreWriter | None = None
+        self.state: RecoveredState | None = None
+        self.adapter = StoreAdapter()
+        self.publisher: Publisher | None = None
+        self.notifier: Notifier | None = None
+        self.monitor: LoopLagMonitor | None = None
+        self.health: Health | None = None
+        self.health_server: HealthServer | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.gate: StorageLagGate | None = None
+        self.app: App | None = None
+        self.instruments: dict[tuple[Market, str], Instrument] = {}
+        self._applied_actions: set[int] = set()
+        self._closed = False
+
+    # ---- start ---------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open everything in dependency order; on any failure, close what was opened and re-raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.close("start_failed")
+            raise
+
+    async def _start(self) -> None:
+        cfg = self.config
+        await asyncio.to_thread(shell.preflight, cfg.db)  # a bad file is refused before any network
+        self.rest = BinanceRest(cfg.market, cfg.endpoints)
+        self.instruments = await self.rest.instruments(cfg.symbols)
+        cfg.check_risk(self.instruments)
+        engine = self.engine = shell.make_engine(cfg, self.instruments)
+        self.writer, self.state = await shell.open_store(cfg, self.instruments, "live")
+        sinks: list[Sink] = [self.tracker, StoreSink(self.writer, self.adapter)]
+        if cfg.publish.socket_path:
+            self.publisher = Publisher(
+                cfg.publish.socket_path,
+                client_buffer_bytes=cfg.publish.client_buffer_bytes,
+                max_queue=cfg.publish.max_queue,
+                max_clients=cfg.publish.max_clients,
+                hello={"market": cfg.market.value, "instruments": _instrument_info(self.instruments)},
+            )
+            await self.publisher.start()
+            sinks.append(FeedSink(self.publisher))
+        if cfg.telegram_enabled:
+            self.notifier = Notifier(cfg.telegram)
+            await self.notifier.start()
+            by_symbol = {inst.symbol: inst for inst in self.instruments.values()}
+            sinks.append(AlertSink(self.notifier, by_symbol))
+        elif cfg.telegram.token or cfg.telegram.chat_id:
+            log.warning("telegram needs both a bot token and a chat id: notifications off")
+        sinks.append(TopLogger(engine, cfg.top_log_interval_s))
+        source = LiveSource(
+            engine,
+            cfg.market,
+            cfg.symbols,
+            endpoints=cfg.endpoints,
+            instruments=self.instruments,
+            rest=self.rest,
+            book_ticker=cfg.book_ticker,
+        )
+        self.app = App(source, engine, sinks)
+        self.app.counters = self.counters
+        now = time.time_ns()
+        shell.restore(engine, self.state, now, self.emit)
+        self.gate = StorageLagGate(engine, self.writer, self.emit)
+        detail = {
+            "version": shell.code_version(),
+            "config_digest": cfg.digest(),
+            "symbols": list(cfg.symbols),
+            "market": cfg.market.value,
+            "pid": os.getpid(),
+        }
+        self.emit([SystemEvent(now, "start", "info", "", "", detail)])
+        await self._start_health()
+        for coro in (self._ticks(), self._storage_gate(), self._operator_actions(), self._log_stats()):
+            self.app.add_task(coro)
+        if self.notifier is not None:
+            self.notifier.offer(notify.started(detail["version"], cfg.symbols, "paper", socket.gethostname()))
+        log.info("worker started", extra=detail)
+
+    async def _start_health(self) -> None:
+        cfg = self.config.health
+        self.monitor = LoopLagMonitor(cfg.loop_lag_interval_s, cfg.loop_lag_window_s)
+        await self.monitor.start()
+        self.health = Health(self.health_inputs, self.monitor, cfg.limits)
+        assert self.writer is not None
+        self.heartbeat = Heartbeat(self.health, self.writer.submit, cfg.heartbeat_interval_s)
+        await self.heartbeat.start()
+        if cfg.enabled:
+            self.health_server = HealthServer(self.health, cfg.port, cfg.host)
+            await self.health_server.start()
+
+    # ---- running -------------------------------------------------------------------------------------
+    def emit(self, outputs: list[Any]) -> None:
+        """Outputs the shell produced (restore, storage gate, operator actions) go to every sink."""
+        if self.app is not None and outputs:
+            emit(self.app.sinks, self.counters, None, outputs)
+
+    async def run(self) -> None:
+        assert self.app is not None
+        await self.app.run()
+
+    def request_stop(self, reason: str) -> None:
+        if self.app is not None and not self.app.stop.is_set():
+            self.stop_reason = reason
+            log.info("stop requested", extra={"reason": reason})
+            self.app.stop.set()
+
+    async def _ticks(self) -> None:
+        """A `TimerTick` every `tick_interval_s` on wall-clock boundaries: samples, latency, calendar."""
+        assert self.app is not None and self.engine is not None
+        interval = self.config.tick_interval_s
+        while True:
+            await asyncio.sleep(interval - (time.time() % interval))  # pacing, not synchronization
+            deliver(self.engine, self.app.sinks, self.counters, TimerTick(time.time_ns()))
+
+    async def _storage_gate(self) -> None:
+        assert self.gate is not None
+        while True:
+            await asyncio.sleep(self.config.storage_lag_check_s)
+            self.gate.check(time.time_ns())
+
+    async def _operator_actions(self) -> None:
+        """Apply operator actions (`python -m worker risk reset`) once the engine can."""
+        assert self.writer is not None
+        hook = getattr(self.engine, "apply_operator_action", None)
+        while True:
+            try:
+                actions = await self.writer.pending_operator_actions()
+            except Exception:  # a busy or failing file: try again next round
+                log.exception("reading operator actions failed")
+                actions = []
+            for action in actions:
+                if action.action_id in self._applied_actions:
+                    continue
+                if hook is None:
+                    shell._once("operator", "engine has no apply_operator_action(action, ts_ns): pending")
+                    break
+                ts = time.time_ns()
+                outputs = list(hook(action, ts) or [])
+                self._applied_actions.add(action.action_id)
+                self.emit([*outputs, OperatorActionApplied(action.action_id, ts)])
+                log.info("operator action applied", extra={"action": action.action, "by": action.operator})
+                if self.notifier is not None and action.action == "risk_reset":
+                    self.notifier.offer(notify.breaker_reset("all", action.operator))
+            await asyncio.sleep(1.0)  # polling period, not synchronization
+
+    async def _log_stats(self) -> None:
+        assert self.app is not None
+        while True:
+            await asyncio.sleep(self.config.stats_interval_s)
+            stats = {k: v for k, v in self.app.source.stats().items() if v}
+            log.info("feed stats after %d events: %s", self.counters.events, stats)
+
+    def health_inputs(self) -> HealthInputs:
+        cfg = self.config
+        now = time.time_ns()
+        symbols = []
+        for symbol in cfg.symbols:
+            key = (cfg.market, symbol)
+            book = self.engine.symbol_book(cfg.market, symbol) if self.engine is not None else None
+            last = self.tracker.last_recv_ns.get(key)
+            symbols.append(
+                SymbolHealth(
+                    f"{cfg.market.value}:{symbol}",
+                    book.state.value if book is not None else "syncing",
+                    None if last is None else max(now - last, 0) / 1e9,
+                    book.gaps if book is not None else 0,
+                    book.resyncs if book is not None else 0,
+                    self.tracker.reconnects.get(key, 0),
+                )
+            )
+        state, reason = shell.trading_state(self.engine)
+        writer = self.writer
+        extra: dict[str, Any] = {
+            "events": self.counters.events,
+            "engine_errors": self.counters.engine_errors,
+            "sink_errors": self.counters.sink_errors,
+        }
+        if writer is not None:
+            extra["store"] = {
+                "rows_written": writer.stats.rows_written,
+                "commits": writer.stats.commits,
+                "samples_dropped": writer.stats.samples_dropped,
+                "write_errors": writer.stats.write_errors,
+                "lagging": writer.is_lagging,
+            }
+        if self.publisher is not None:
+            extra["feed_clients"] = self.publisher.client_count
+        if self.notifier is not None:
+            extra["telegram"] = {"sent": self.notifier.stats.sent, "failed": self.notifier.stats.failed}
+        if self.adapter.unknown:
+            extra["store_unknown_outputs"] = dict(self.adapter.unknown)
+        return HealthInputs(
+            symbols=symbols,
+            writer_lag_s=None if writer is None else round(writer.lag_seconds(), 3),
+            writer_queue=0 if writer is None else writer.queue_depth,
+            trading_state=state,
+            state_reason=reason,
+            ts_ns=self.engine.last_recv_ns if self.engine is not None else 0,
+            extra=extra,
+        )
+
+    # ---- stop ----------------------------------------------------------------------------------------
+    async def close(self, reason: str | None = None) -> None:
+        """Stop in the order that loses nothing: probes, then the writer (flushed), feed, Telegram."""
+        if self._closed:
+            return
+        self._closed = True
+        reason = reason or self.stop_reason
+        if self.heartbeat is not None and self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.submit(self.heartbeat.row())  # the last state, as of the stop
+        for part in (self.heartbeat, self.health_server, self.monitor):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await part.close()
+        if self.writer is not None:
+            uptime = time.monotonic() - self.started_mono
+            self.writer.submit(
+                SystemEvent(
+                    time.time_ns(),
+                    "stop",
+                    "info",
+                    "",
+                    "",
+                    {"reason": reason, "uptime_s": round(uptime, 3), "events": self.counters.events},
+                )
+            )
+            try:
+                await self.writer.close(reason)
+                log.info("store flushed and closed", extra={"rows_written": self.writer.stats.rows_written})
+            except Exception:
+                log.exception("store close failed")
+        if self.publisher is not None:
+            with contextlib.suppress(Exception):
+                await self.publisher.close()
+        if self.notifier is not None:
+            self.notifier.offer(notify.stopped(reason, time.monotonic() - self.started_mono))
+            with contextlib.suppress(Exception):
+                await self.notifier.close(flush_timeout=5.0)
+        if self.rest is not None:
+            with contextlib.suppress(Exception):
+                await self.rest.aclose()
+
+
+def _instrument_info(instruments: dict[tuple[Market, str], Instrument]) -> dict[str, dict[str, str]]:
+    return {
+        inst.symbol: {"tick_size": str(inst.tick_size), "step_size": str(inst.step_size)}
+        for inst in instruments.values()
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    binance = Endpoints()
-    parser.add_argument("--symbols", nargs="+", required=True, help="symbols, e.g. btcusdt ethusdt")
-    parser.add_argument("--market", choices=[m.value for m in Market], default="spot")
-    parser.add_argument("--db", default=env("QF_DB", "quantumflow.db"), help="SQLite file (sinks: later)")
-    parser.add_argument("--usdm-depth-speed", choices=USDM_DEPTH_SPEEDS, default="100ms")
-    parser.add_argument("--spot-ws", default=env("QF_SPOT_WS", binance.spot_ws))
-    parser.add_argument("--spot-rest", default=env("QF_SPOT_REST", binance.spot_rest))
-    parser.add_argument("--usdm-ws", default=env("QF_USDM_WS", binance.usdm_ws))
-    parser.add_argument("--usdm-rest", default=env("QF_USDM_REST", binance.usdm_rest))
-    parser.add_argument("--top-log-interval", type=float, default=10.0, help="seconds between top lines")
-    parser.add_argument("--stats-interval", type=float, default=60.0, help="seconds between stats lines")
-    parser.add_argument("--log-level", default=env("QF_LOG_LEVEL", "INFO"))
+    config.add_arguments(parser)
 
 
 def endpoints_from(args: argparse.Namespace) -> Endpoints:
+    """Endpoints from `record`'s flags (`--spot-ws`, ...); `run` reads them through `worker.config`."""
     return Endpoints(args.spot_ws, args.spot_rest, args.usdm_ws, args.usdm_rest, args.usdm_depth_speed)
 
 
-async def build(args: argparse.Namespace) -> App:
-    """Read instruments from exchangeInfo, then wire source, engine and sinks."""
-    market = Market(args.market)
-    symbols = _symbols(args.symbols)
-    endpoints = endpoints_from(args)
-    rest = BinanceRest(market, endpoints)
-    instruments = await rest.instruments(symbols)
-    engine = Engine(instruments)
-    source = LiveSource(engine, market, symbols, endpoints=endpoints, instruments=instruments, rest=rest)
-    return App(source, engine, [TopLogger(engine, args.top_log_interval)])
-
-
-async def log_stats(app: App, interval_s: float) -> None:
-    """One line of feed counters every `interval_s`: reconnects, gaps, 429s... visible without a sink."""
-    while True:
-        await asyncio.sleep(interval_s)
-        stats = {k: v for k, v in app.source.stats().items() if v}
-        log.info("feed stats after %d events: %s", app.counters.events, stats)
-
-
-async def serve(args: argparse.Namespace) -> int:
-    app = await build(args)
-    app.add_task(log_stats(app, args.stats_interval))
+async def serve(cfg: WorkerConfig) -> int:
+    worker = Worker(cfg)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, app.stop.set)
+    signals = {signal.SIGINT: "sigint", signal.SIGTERM: "sigterm"}
+    for sig, name in signals.items():
+        loop.add_signal_handler(sig, worker.request_stop, name)
     try:
-        await app.run()
+        await worker.start()
+        try:
+            await worker.run()
+        except SourceFailed:
+            worker.stop_reason = "source_failed"
+            raise
+        except BaseException:
+            worker.stop_reason = "error"
+            raise
+        finally:
+            await worker.close()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             loop.remove_signal_handler(sig)
-        if app.source.rest is not None:
-            await app.source.rest.aclose()
     return 0
 
 
 def main(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level or os.environ.get("QF_LOG_LEVEL") or "INFO", secrets=[_env_token()])
     try:
-        from worker.logs import setup_logging
-
-        setup_logging(args.log_level)
-    except ImportError:  # pragma: no cover - logs.py is optional for this command
-        logging.basicConfig(level=args.log_level)
-    try:
-        return asyncio.run(serve(args))
+        cfg = config.from_args(args)
+        logging.getLogger().setLevel(cfg.log_level)
+        add_secret(cfg.telegram.token)
+        log.info("configuration", extra={"config_digest": cfg.digest(), "origins": dict(cfg.origins)})
+        return asyncio.run(serve(cfg))
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    except StoreError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
     except RestError as exc:  # exchangeInfo unreachable at start: nothing sensible to run on
         log.error("cannot start: %s", exc)
         return 1
@@ -223,3 +509,7 @@ def main(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:  # a signal before the handlers were installed
         return 130
+
+
+def _env_token() -> str | None:
+    return os.environ.get("TELEGRAM_BOT_TOKEN")

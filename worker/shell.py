@@ -1,0 +1,186 @@
+"""Shell pieces shared by `run` (live) and `replay`: build the engine, open the store, recover, gate.
+
+Design and invariants:
+- `make_engine(config, instruments)` passes the engine only the configuration its constructor names
+  (`depth`, `max_buffer`, `features`, `strategy`, `risk`, `broker`, `calendar`, `config`), so the shell
+  works with the market-only engine today and the full trading engine once its parameters exist.
+- `open_store` checks the file BEFORE anything else touches it (newer schema, another application's
+  file, corrupt file, read-only volume -> `StoreError`, the file untouched), records the run (code
+  version, config digest, canonical config JSON) and returns the writer and the `RecoveredState`.
+- `restore(engine, state, ts_ns, submit)`: open orders left by the previous run are cancelled with reason
+  `restart` (never assumed filled) and written; then `engine.restore(state, ts_ns)` (when the engine has
+  it) rebuilds portfolio, P&L, breakers and id counters from the state. Its outputs go to `submit`.
+- `StorageLagGate.check(ts_ns)`: when `writer.is_lagging` flips, `engine.set_storage_lag(lagging, ts_ns)`
+  (when the engine has it) so the risk engine opens no positions (reason `storage_lag`) until the writer
+  catches up; each flip is also a `storage_lag` system event.
+- Engine hooks are optional and looked up with `getattr`: a missing hook is logged once, never an error.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from worker.config import WorkerConfig
+from worker.engine import Engine
+from worker.events import Market
+from worker.instruments import Instrument
+from worker.store import db, recovery
+from worker.store.records import SystemEvent
+from worker.store.writer import RunInfo, StoreWriter
+
+log = logging.getLogger("worker.shell")
+
+ENGINE_CONFIG_PARAMS = ("features", "strategy", "risk", "broker", "calendar")
+
+
+def code_version() -> str:
+    """Package version plus the commit when known ($QF_CODE_VERSION, Fly's image ref, or .git)."""
+    for name in ("QF_CODE_VERSION", "FLY_IMAGE_REF"):
+        if os.environ.get(name):
+            return os.environ[name]
+    try:
+        version = metadata.version("quantumflow")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    root = Path(__file__).resolve().parent.parent / ".git"
+    try:
+        head = (root / "HEAD").read_text().strip()
+        if head.startswith("ref: "):
+            ref = root / head[5:]
+            head = ref.read_text().strip() if ref.exists() else ""
+        if head:
+            version = f"{version}+g{head[:12]}"
+    except OSError:
+        pass
+    return version
+
+
+def make_engine(config: WorkerConfig, instruments: Mapping[tuple[Market, str], Instrument]) -> Engine:
+    params = inspect.signature(Engine).parameters
+    kwargs: dict[str, Any] = {"depth": config.depth, "max_buffer": config.max_buffer}
+    for name in ENGINE_CONFIG_PARAMS:
+        if name in params:
+            kwargs[name] = getattr(config, name)
+    if "config" in params:
+        kwargs["config"] = config
+    kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return Engine(instruments, **kwargs)
+
+
+def preflight(path: str | os.PathLike[str]) -> None:
+    """Refuse an unusable database before the network is touched (exchangeInfo, streams)."""
+    conn = db.open_writer_sync(path)
+    conn.close()
+
+
+async def open_store(
+    config: WorkerConfig,
+    instruments: Mapping[tuple[Market, str], Instrument],
+    mode: str,
+    path: str | os.PathLike[str] | None = None,
+) -> tuple[StoreWriter, recovery.RecoveredState]:
+    run = RunInfo(mode, code_version(), config.digest(), config.canonical_json())
+    writer = StoreWriter(path or config.db, instruments.values(), run, config.store)
+    try:
+        state = await writer.start()
+    except sqlite3.Error as exc:  # anything db.py did not already turn into a StoreError
+        raise db.StoreError(f"cannot use {path or config.db}: {exc}") from exc
+    previous = state.previous_run
+    log.info(
+        "store open",
+        extra={
+            "db": str(path or config.db),
+            "run_id": writer.run_id,
+            "schema_version": state.schema_version,
+            "fills": state.fills,
+            "open_orders": len(state.open_orders),
+            "tripped_breakers": [b.breaker for b in state.tripped_breakers],
+            "previous_run_crashed": bool(previous and previous.get("stop_reason") is None),
+        },
+    )
+    return writer, state
+
+
+_warned: set[str] = set()
+
+
+def _once(name: str, message: str) -> None:
+    if name not in _warned:
+        _warned.add(name)
+        log.warning(message)
+
+
+def restore(
+    engine: Any, state: recovery.RecoveredState, ts_ns: int, submit: Callable[[list[Any]], None]
+) -> list[Any]:
+    """Cancel what the previous run left open, then hand the engine its recovered state."""
+    cancels = recovery.restart_cancellations(state, ts_ns)
+    if cancels:
+        log.warning("cancelling orders left open by the previous run", extra={"orders": len(cancels)})
+        submit(cancels)
+    hook = getattr(engine, "restore", None)
+    if hook is None:
+        if state.fills or state.breakers:
+            _once("restore", "engine has no restore(state, ts_ns): positions and breakers not reloaded")
+        return []
+    outputs = hook(state, ts_ns) or []
+    if outputs:
+        submit(list(outputs))
+    return list(outputs)
+
+
+def trading_state(engine: Any) -> tuple[str, str]:
+    """(state, reason) from `engine.trading_state` (attribute or method; str or (state, reason))."""
+    value = getattr(engine, "trading_state", None)
+    if callable(value):
+        value = value()
+    if value is None:
+        return "ACTIVE", ""
+    if isinstance(value, tuple):
+        return str(value[0]), str(value[1]) if len(value) > 1 else ""
+    return str(value), ""
+
+
+class StorageLagGate:
+    """Tells the engine when the writer falls behind and when it caught up (edge-triggered)."""
+
+    def __init__(self, engine: Any, writer: StoreWriter, emit: Callable[[list[Any]], None]) -> None:
+        self.engine = engine
+        self.writer = writer
+        self.emit = emit
+        self.lagging = False
+        self.flips = 0
+
+    def check(self, ts_ns: int) -> None:
+        lagging = self.writer.is_lagging
+        if lagging == self.lagging:
+            return
+        self.lagging = lagging
+        self.flips += 1
+        detail = {
+            "lag_s": round(self.writer.lag_seconds(), 3),
+            "queue": self.writer.queue_depth,
+            "error": self.writer.stats.last_error if lagging else "",
+        }
+        if lagging:
+            log.error("store writer lagging: no new positions until it catches up", extra=detail)
+        else:
+            log.info("store writer caught up", extra=detail)
+        hook = getattr(self.engine, "set_storage_lag", None)
+        outputs: list[Any] = []
+        if hook is None:
+            _once(
+                "set_storage_lag", "engine has no set_storage_lag(lagging, ts_ns): storage gate not enforced"
+            )
+        else:
+            outputs = list(hook(lagging, ts_ns) or [])
+        severity = "error" if lagging else "info"
+        kind = "storage_lag" if lagging else "storage_caught_up"
+        self.emit([SystemEvent(ts_ns, kind, severity, "", "", detail), *outputs])
