@@ -591,3 +591,20 @@ async def test_the_traders_samples_and_events_are_stored(tmp_path: Path) -> None
     assert conn.execute("SELECT bid_price, ask_price FROM book_top_latest").fetchone() == (600_000, 600_001)
     assert conn.execute("SELECT count(*) FROM equity_bars").fetchone() == (3,)
     conn.close()
+
+
+async def test_shutdown_on_a_full_disk_is_bounded(tmp_path: Path, mounts: list[Path]) -> None:
+    volume = tmp_path / "small"
+    _mount_tmpfs(volume, "size=768k")
+    mounts.append(volume)
+    writer = await started(volume / "w.db", retry_backoff_s=(0.02, 0.05))
+    with (volume / "filler").open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    writer.submit_many(outputs_for(1))
+    await writer.close("sigterm", timeout=0.3)  # returns although nothing can be written
+    assert writer.stats.write_errors > 0

@@ -267,14 +267,27 @@ class StoreWriter:
         finally:
             conn.close()
 
-    async def close(self, reason: str = "stop") -> None:
-        """Write everything still queued, mark the run ended, close. Call on SIGTERM before exiting."""
+    async def close(self, reason: str = "stop", timeout: float | None = 30.0) -> None:
+        """Write everything still queued, mark the run ended, close. Call on SIGTERM before exiting.
+
+        `timeout` bounds the wait when the disk refuses writes (full disk): what is still queued then is
+        logged as lost and the run's stop reason says how many records, rather than hanging the shutdown.
+        """
         if self._task is None:
             return
         self._closing = True
         self._wake.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            unwritten = self.queue_depth
+            log.error("store: %d records unwritten at shutdown (%s)", unwritten, self.stats.last_error)
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            reason = f"{reason}; {unwritten} records unwritten ({self.stats.last_error})"
+        except Exception:  # the writer already recorded its fatal error in self._fatal
+            pass
         self._task = None
         if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -337,6 +350,10 @@ class StoreWriter:
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until everything submitted before this call is committed."""
         target = self._seq
+        if self._task is None:
+            if self._committed_seq < target:
+                raise db.StoreError("store writer is not running: nothing can be flushed")
+            return
         self._wake.set()
 
         async def wait() -> None:
