@@ -25,6 +25,7 @@ CORE_MODULES = [
     "fillmodels",
     "calendar",
     "engine",
+    "trader",
 ]
 FORBIDDEN_MODULES = {
     "asyncio",

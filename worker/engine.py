@@ -41,6 +41,7 @@ from worker.events import (
     Trade,
 )
 from worker.instruments import Instrument
+from worker.trader import Trader
 
 NS = 1_000_000_000
 _CHECK_WINDOW = 256  # depth events awaiting their bookTicker; bounded so a dead stream costs nothing
@@ -137,7 +138,12 @@ class _Symbol:
 
 
 class Engine:
-    """Market part of the engine; the lead extends `on_event` with features, strategy, risk, broker."""
+    """Books for every symbol, and (with a `Trader`) features -> strategy -> risk -> broker -> portfolio.
+
+    Without a trader the engine is the market part alone (record, bench, book checks); with one, every
+    event first lets the trader run what was due before it, then the book takes the event, then the
+    trader sees the LIVE book (never a SYNCING one) and the trade flow.
+    """
 
     def __init__(
         self,
@@ -145,7 +151,10 @@ class Engine:
         *,
         depth: int = DEFAULT_DEPTH,
         max_buffer: int = DEFAULT_MAX_BUFFER,
+        trader: Trader | None = None,
     ) -> None:
+        self.trader = trader
+        self._applied: _Symbol | None = None  # the symbol whose LIVE book the current event changed
         self.instruments = dict(instruments)
         self.depth = depth
         self.max_buffer = max_buffer
@@ -198,7 +207,34 @@ class Engine:
         return self._went_syncing(state, reason, recv_ns) if was_live else []
 
     # --- events ---
-    def on_event(self, event: Event) -> list[Output]:
+    def on_event(self, event: Event) -> list[Any]:
+        trader = self.trader
+        if trader is None:
+            return self._market_event(event)
+        out: list[Any] = []
+        trader.before(event.recv_ns, out)
+        self._applied = None
+        market_out = self._market_event(event)
+        if market_out:
+            out.extend(market_out)
+            for item in market_out:
+                if type(item) is SyncChange and item.state is SyncState.SYNCING:
+                    trader.book_lost(item.market, item.symbol, item.recv_ns, out)
+        kind = type(event)
+        applied = self._applied
+        if applied is not None:
+            exchange_ns = event.exchange_ns if kind is DepthDiff else 0  # type: ignore[union-attr]
+            diff = event if kind is DepthDiff else None
+            trader.on_book(
+                applied.market, applied.symbol, applied.book.book, diff, event.recv_ns, exchange_ns, out
+            )  # type: ignore[arg-type]
+        elif kind is Trade:
+            trader.on_trade(event, out)  # type: ignore[arg-type]
+        elif kind is TimerTick:
+            trader.on_time(event.recv_ns, out)
+        return out
+
+    def _market_event(self, event: Event) -> list[Output]:
         recv_ns = event.recv_ns
         self.events += 1
         if self.first_recv_ns is None:
@@ -237,6 +273,7 @@ class Engine:
         was_live = book.state is SyncState.LIVE
         result = book.on_diff(diff)
         if result is DiffResult.APPLIED:
+            self._applied = state
             out: list[Output] = []
             if not was_live:
                 out.append(self._went_live(state, diff.recv_ns))
@@ -257,6 +294,7 @@ class Engine:
         was_live = book.state is SyncState.LIVE
         book.on_snapshot(snap)
         if book.state is SyncState.LIVE and not was_live:
+            self._applied = state
             out: list[Output] = [self._went_live(state, snap.recv_ns)]
             self._emit_top(state, book.book.last_update_id, 0, snap.recv_ns, out)
             if state.ticker_history is not None:  # check the state the buffered diffs left
@@ -448,10 +486,12 @@ class Engine:
                 "book_ticker_unexplained",
             )
         }
+        trading = {"trading": self.trader.summary()} if self.trader is not None else {}
         return {
             "events": self.events,
             "unknown_symbol_events": self.unknown_symbol_events,
             **totals,
+            **trading,
             "time_in_sync_seconds": {k: s["time_in_sync_seconds"] for k, s in symbols.items()},
             "per_symbol": symbols,
         }

@@ -1,0 +1,510 @@
+"""The trading half of the engine: features -> strategy -> risk -> broker -> portfolio, per event.
+
+Design and invariants:
+- Pure and synchronous like the rest of the core: time is the event's `recv_ns`, randomness is the
+  broker's seeded RNG, so the same events in give the same outputs out (replay is deterministic).
+- The market half (`worker/engine.py`) calls in only for LIVE books: a SYNCING symbol is invisible here,
+  and `book_lost` tells the strategy to forget its state and the broker to stop acting on that book.
+- Order of work per book event: the broker first runs what was due *before* this event (arrivals act on
+  the book as it was), then sees the new book; fills update the portfolio; the portfolio is marked;
+  risk re-checks its breakers on the marked equity; only then may the strategy decide, and its intent
+  passes `RiskEngine.check` before the broker sees it. A Denied intent is recorded as a `Denied` order.
+- One working order per symbol at a time: the strategy does not stack intents while one is in flight.
+- Scripted orders (`ScheduledOrder`) replace the strategy when given: decided at exchange time `t_ms`,
+  priced from the book at decision time, still subject to risk.
+- Shabbat / Yom Tov (`CalendarClock`): `pause_lead_s` before a window resting orders are cancelled (and
+  positions flattened when configured); inside it risk is PAUSED (reason `shabbat`); it resumes at the
+  window's end. Market data keeps flowing throughout.
+- Samples: every `sample_interval_s` of event time, one `EquitySample` and a `TopSample` per live symbol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from worker.book import OrderBook
+from worker.broker import Broker, BrokerConfig, CancelRejected, Markout, OrderUpdate
+from worker.calendar import CalendarClock
+from worker.errors import ConfigError
+from worker.events import DepthDiff, Market, Trade
+from worker.features import FeatureConfig, Features, FeatureVector
+from worker.instruments import MONEY_SCALE, Instrument
+from worker.orders import Fill, Order, OrderType, Side, TimeInForce
+from worker.portfolio import ImpossibleFill, Portfolio
+from worker.risk import OrderIntent, RiskConfig, RiskEngine, order_for
+from worker.strategy import Signal, SignalKind, Strategy, StrategyConfig
+
+NS = 1_000_000_000
+SHABBAT = "shabbat"
+ORDER_STYLES = ("taker", "maker")
+
+
+@dataclass(frozen=True, slots=True)
+class EquitySample:
+    """The account at one instant (money in 1e-8 quote units)."""
+
+    ts_ns: int
+    equity: int
+    cash: int
+    realized_pnl: int
+    unrealized_pnl: int
+    fees: int
+    exposure: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopSample:
+    """One live book's top at one instant (ticks, lots)."""
+
+    ts_ns: int
+    market: str
+    symbol: str
+    bid: int
+    bid_qty: int
+    ask: int
+    ask_qty: int
+    imbalance: float | None
+    microprice: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PauseChange:
+    """Trading paused (`paused=True`, until `until_ns`) or resumed, with the holy days as the reason."""
+
+    ts_ns: int
+    paused: bool
+    reason: str
+    until_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """Something the core refused or could not do; persisted as a system event, never raised."""
+
+    ts_ns: int
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledOrder:
+    """One row of a scripted order schedule (see `worker/schedule.py` for the CSV form)."""
+
+    t_ms: int
+    side: Side
+    type: OrderType
+    tif: TimeInForce
+    qty: Decimal
+    price: Decimal | None = None  # a number
+    ref: str | None = None  # "bid" | "ask": price taken from the book at decision time
+    offset_ticks: int = 0
+    cancel_after_ms: int | None = None
+    symbol: str | None = None  # None: the only traded symbol
+
+
+@dataclass(frozen=True, slots=True)
+class TradingConfig:
+    """How signals become orders, and the account they trade. Defaults documented in config.example."""
+
+    starting_cash: Decimal = Decimal(10_000)
+    order_style: str = "taker"  # taker: IOC limit through the touch; maker: post-only at the touch
+    taker_slippage_ticks: int = 2  # how far through the touch a taker IOC may trade
+    maker_ttl_ms: int = 2_000  # an unfilled maker order is cancelled after this long
+    sample_interval_s: int = 1
+    pause_lead_s: int = 300  # cancel resting orders this long before a Shabbat / Yom Tov window
+    flatten_before_pause: bool = True  # else hold positions through the window
+    strategy_enabled: bool = True
+
+    def validate(self) -> TradingConfig:
+        if self.starting_cash <= 0:
+            raise ConfigError("trading.starting_cash", f"> 0, got {self.starting_cash}")
+        if self.order_style not in ORDER_STYLES:
+            raise ConfigError("trading.order_style", f"one of {ORDER_STYLES}, got {self.order_style!r}")
+        for name, low in (
+            ("taker_slippage_ticks", 0),
+            ("maker_ttl_ms", 1),
+            ("sample_interval_s", 1),
+            ("pause_lead_s", 0),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"trading.{name}", f"an integer >= {low}, got {value!r}")
+        return self
+
+
+@dataclass(slots=True)
+class _SymbolState:
+    instrument: Instrument
+    features: Features
+    strategy: Strategy
+    book: OrderBook | None = None
+    vector: FeatureVector | None = None
+    working: set[int] = field(default_factory=set)  # our orders on this symbol not yet terminal
+
+
+class Trader:
+    """Owns features, strategy, risk, broker and portfolio for the traded symbols."""
+
+    def __init__(
+        self,
+        instruments: Sequence[Instrument],
+        *,
+        trading: TradingConfig | None = None,
+        features: FeatureConfig | None = None,
+        strategy: StrategyConfig | None = None,
+        risk: RiskConfig | None = None,
+        broker: BrokerConfig | None = None,
+        calendar: CalendarClock | None = None,
+        schedule: Sequence[ScheduledOrder] | None = None,
+    ) -> None:
+        self.config = (trading or TradingConfig()).validate()
+        by_symbol: dict[str, Instrument] = {}
+        for inst in instruments:
+            if inst.symbol in by_symbol:
+                raise ConfigError("symbols", f"traded on one market each; {inst.symbol} is listed twice")
+            by_symbol[inst.symbol] = inst
+        self.instruments = by_symbol
+        feature_config = features or FeatureConfig()
+        strategy_config = strategy or StrategyConfig()
+        self.symbols = {
+            s: _SymbolState(
+                inst, Features(s, feature_config), Strategy(s, feature_config.windows_ms, strategy_config)
+            )
+            for s, inst in by_symbol.items()
+        }
+        self.portfolio = Portfolio(by_symbol, int(self.config.starting_cash * MONEY_SCALE))
+        self.risk = RiskEngine(risk or RiskConfig(), by_symbol)
+        self.broker = Broker(broker)
+        self.calendar = calendar
+        self.schedule = sorted(schedule or (), key=lambda row: row.t_ms)
+        self._next_scheduled = 0
+        self._cancel_at: list[tuple[int, int]] = []  # (due ns, order id), kept sorted by due time
+        self._next_order_id = 1
+        self._next_sample_ns = 0
+        self._exchange_ns = 0
+        self._paused_until: int | None = None
+        self._prepared_for: int | None = None  # window start we already cancelled / flattened for
+        self.signals = 0
+        self.incidents = 0
+
+    # --- entry points from the engine ------------------------------------------------------------------
+    def before(self, ts_ns: int, out: list[Any]) -> None:
+        """Run what is due strictly before an event at `ts_ns` (arrivals act on the book as it was)."""
+        self._absorb(self.broker.advance(ts_ns), ts_ns, out)
+        self._run_cancels(ts_ns, out)
+        self._calendar(ts_ns, out)
+        if ts_ns >= self._next_sample_ns:
+            self._sample(ts_ns, out)
+
+    def on_book(
+        self,
+        market: Market,
+        symbol: str,
+        book: OrderBook,
+        diff: DepthDiff | None,
+        ts_ns: int,
+        exchange_ns: int,
+        out: list,
+    ) -> None:
+        """A LIVE book changed (`diff` None: it was just rebuilt from a snapshot)."""
+        state = self.symbols.get(symbol)
+        if state is None or state.instrument.market is not market:
+            return
+        if exchange_ns > self._exchange_ns:
+            self._exchange_ns = exchange_ns
+        state.book = book
+        self._absorb(self.broker.on_book(symbol, book, diff, ts_ns), ts_ns, out)
+        best_bid, best_ask = book.best_bid(), book.best_ask()
+        if best_bid is None or best_ask is None:
+            return
+        self.portfolio.mark(symbol, best_bid[0], best_ask[0])
+        self._risk_update(ts_ns, out)
+        state.vector = state.features.on_book(book, ts_ns)
+        self._scheduled(ts_ns, out)
+        if self.config.strategy_enabled and not self.schedule:
+            self._decide(state, ts_ns, out)
+
+    def on_trade(self, trade: Trade, out: list) -> None:
+        if trade.exchange_ns > self._exchange_ns:
+            self._exchange_ns = trade.exchange_ns
+        state = self.symbols.get(trade.symbol)
+        if state is None or state.instrument.market is not trade.market:
+            return
+        self._absorb(self.broker.on_trade(trade), trade.recv_ns, out)
+        state.features.on_trade(trade)
+
+    def book_lost(self, market: Market, symbol: str, ts_ns: int, out: list) -> None:
+        state = self.symbols.get(symbol)
+        if state is None or state.instrument.market is not market:
+            return
+        state.book = None
+        state.vector = None
+        state.features.reset()
+        state.strategy.reset()
+        self._absorb(self.broker.book_lost(symbol, ts_ns), ts_ns, out)
+
+    def on_time(self, ts_ns: int, out: list) -> None:
+        self._absorb(self.broker.on_time(ts_ns), ts_ns, out)
+
+    def set_storage_lag(self, lagging: bool, ts_ns: int, out: list) -> None:
+        self.risk.set_storage_lag(lagging, ts_ns)
+        out.extend(self.risk.drain())
+
+    # --- internals -------------------------------------------------------------------------------------
+    def _absorb(self, outputs: list[Any], ts_ns: int, out: list) -> None:
+        """Apply what the broker reports to the portfolio, and pass it on."""
+        for item in outputs:
+            kind = type(item)
+            if kind is Fill:
+                try:
+                    self.portfolio.apply_fill(item)
+                except ImpossibleFill as exc:  # a broker bug must not kill the worker: record it
+                    self._incident(ts_ns, "impossible_fill", str(exc), out)
+                    continue
+            elif kind is OrderUpdate:
+                order: Order = item.order
+                self.portfolio.on_order(order)
+                state = self.symbols.get(order.symbol)
+                if state is not None and order.is_terminal:
+                    state.working.discard(order.order_id)
+            elif kind is CancelRejected or kind is Markout:
+                pass
+            out.append(item)
+        if outputs:
+            self._risk_update(ts_ns, out)
+
+    def _risk_update(self, ts_ns: int, out: list) -> None:
+        risk = self.risk
+        risk.update(self.portfolio, ts_ns)
+        flatten = risk.take_flatten()
+        out.extend(risk.drain())
+        for intent in flatten:
+            self._send(intent, None, out)
+
+    def _incident(self, ts_ns: int, kind: str, detail: str, out: list) -> None:
+        self.incidents += 1
+        out.append(Incident(ts_ns, kind, detail))
+
+    def _decide(self, state: _SymbolState, ts_ns: int, out: list) -> None:
+        if state.vector is None:
+            return
+        symbol = state.instrument.symbol
+        position = self.portfolio.positions[symbol]
+        entry = None
+        if position.qty:
+            entry = round(position.cost / (position.qty * state.instrument.money_per_tick_lot))
+        signal = state.strategy.on_features(state.vector, position.qty, entry, ts_ns)
+        if signal is None:
+            return
+        self.signals += 1
+        out.append(signal)
+        if state.working or state.book is None:
+            return  # one working order per symbol; the signal is still recorded
+        intent = self._intent_for(signal, state, ts_ns)
+        if intent is not None:
+            self._send(intent, signal, out)
+
+    def _intent_for(self, signal: Signal, state: _SymbolState, ts_ns: int) -> OrderIntent | None:
+        book = state.book
+        assert book is not None
+        bid, ask = book.best_bid(), book.best_ask()
+        if bid is None or ask is None or signal.size_lots <= 0:
+            return None
+        reduce_only = signal.kind is SignalKind.EXIT
+        if self.config.order_style == "maker":
+            price = bid[0] if signal.side is Side.BUY else ask[0]
+            return OrderIntent(
+                state.instrument.symbol,
+                signal.side,
+                OrderType.LIMIT,
+                TimeInForce.GTX,
+                signal.size_lots,
+                price,
+                ts_ns,
+                f"strategy:{signal.kind}",
+                reduce_only,
+            )
+        slip = self.config.taker_slippage_ticks
+        price = ask[0] + slip if signal.side is Side.BUY else max(bid[0] - slip, 1)
+        return OrderIntent(
+            state.instrument.symbol,
+            signal.side,
+            OrderType.LIMIT,
+            TimeInForce.IOC,
+            signal.size_lots,
+            price,
+            ts_ns,
+            f"strategy:{signal.kind}",
+            reduce_only,
+        )
+
+    def _send(self, intent: OrderIntent, signal: Signal | None, out: list) -> Order:
+        """Risk-check an intent; send what passes, record what does not."""
+        state = self.symbols.get(intent.symbol)
+        book = state.book if state is not None else None
+        top = None
+        if book is not None:
+            bid, ask = book.best_bid(), book.best_ask()
+            if bid is not None and ask is not None:
+                top = (bid[0], ask[0])
+        decision = self.risk.check(intent, self.portfolio, top, intent.ts_ns)
+        order = order_for(intent, decision, self._next_order_id)
+        self._next_order_id += 1
+        out.extend(self.risk.drain())
+        out.append(OrderUpdate(order, intent.ts_ns, "denied" if order.is_terminal else "new"))
+        if order.is_terminal:
+            return order
+        self.portfolio.on_order(order, top[1] if top and intent.side is Side.BUY else None)
+        mid = (top[0] + top[1]) / 2 if top else None
+        self._absorb(self.broker.submit(order, mid, intent.ts_ns), intent.ts_ns, out)
+        if state is not None:
+            state.working.add(order.order_id)
+        if intent.tif is TimeInForce.GTX and self.config.order_style == "maker" and signal is not None:
+            self._cancel_later(order.order_id, intent.ts_ns + self.config.maker_ttl_ms * 1_000_000)
+        return order
+
+    def _cancel_later(self, order_id: int, due_ns: int) -> None:
+        self._cancel_at.append((due_ns, order_id))
+        self._cancel_at.sort()
+
+    def _run_cancels(self, ts_ns: int, out: list) -> None:
+        while self._cancel_at and self._cancel_at[0][0] <= ts_ns:
+            due, order_id = self._cancel_at.pop(0)
+            if self.broker.order(order_id) is not None:
+                self._absorb(self.broker.cancel(order_id, due), due, out)
+
+    def _scheduled(self, ts_ns: int, out: list) -> None:
+        """Place scripted orders whose decision time (exchange clock) has come."""
+        schedule = self.schedule
+        while self._next_scheduled < len(schedule):
+            row = schedule[self._next_scheduled]
+            if row.t_ms * 1_000_000 > self._exchange_ns:
+                return
+            self._next_scheduled += 1
+            self._place_scheduled(self._next_scheduled, row, ts_ns, out)
+
+    def _place_scheduled(self, number: int, row: ScheduledOrder, ts_ns: int, out: list) -> None:
+        symbol = row.symbol or (next(iter(self.symbols)) if len(self.symbols) == 1 else "")
+        state = self.symbols.get(symbol)
+        if state is None or state.book is None:
+            self._incident(ts_ns, "schedule_skipped", f"row {number}: no live book for {symbol!r}", out)
+            return
+        inst = state.instrument
+        lots = inst.lots_for_base(row.qty)
+        price: int | None = None
+        if row.type is OrderType.LIMIT:
+            if row.ref is not None:
+                level = state.book.best_bid() if row.ref == "bid" else state.book.best_ask()
+                if level is None:
+                    self._incident(ts_ns, "schedule_skipped", f"row {number}: empty {row.ref} side", out)
+                    return
+                price = level[0] + row.offset_ticks
+            else:
+                assert row.price is not None
+                price = int(row.price / inst.tick_size)
+                if inst.tick_size * price != row.price:
+                    price = -1  # off the tick grid: risk denies it (invalid_price)
+        intent = OrderIntent(
+            symbol, row.side, row.type, row.tif, lots, price, ts_ns, f"script:{number}", False
+        )
+        order = self._send(intent, None, out)
+        if row.cancel_after_ms is not None and not order.is_terminal:
+            self._cancel_later(order.order_id, ts_ns + row.cancel_after_ms * 1_000_000)
+
+    def _calendar(self, ts_ns: int, out: list) -> None:
+        clock = self.calendar
+        if clock is None:
+            return
+        change = clock.advance(ts_ns)
+        if change is not None:
+            window = change.window
+            if change.paused:
+                self.risk.set_pause(SHABBAT, ts_ns)
+                self._paused_until = window.end_ns if window is not None else None
+                out.append(PauseChange(ts_ns, True, _holy_days(window), self._paused_until))
+            else:
+                self.risk.clear_pause(ts_ns, "havdalah")
+                self._paused_until = None
+                out.append(PauseChange(ts_ns, False, _holy_days(window), None))
+            out.extend(self.risk.drain())
+        if self._paused_until is not None:
+            return
+        upcoming = clock.next_window(ts_ns)
+        if upcoming is None or upcoming.start_ns == self._prepared_for:
+            return
+        if upcoming.start_ns - ts_ns <= self.config.pause_lead_s * NS:
+            self._prepared_for = upcoming.start_ns
+            self._prepare_for_pause(ts_ns, out)
+
+    def _prepare_for_pause(self, ts_ns: int, out: list) -> None:
+        for order in self.broker.open_orders():
+            self._absorb(self.broker.cancel(order.order_id, ts_ns, SHABBAT), ts_ns, out)
+        if self.config.flatten_before_pause:
+            for intent in self.risk.flatten_intents(self.portfolio, ts_ns):
+                self._send(intent, None, out)
+
+    def _sample(self, ts_ns: int, out: list) -> None:
+        interval = self.config.sample_interval_s * NS
+        self._next_sample_ns = (ts_ns // interval + 1) * interval
+        summary = self.portfolio.summary()
+        out.append(
+            EquitySample(
+                ts_ns,
+                summary.equity,
+                summary.cash,
+                summary.realized_pnl,
+                summary.unrealized_pnl,
+                summary.fees,
+                summary.exposure,
+            )
+        )
+        for symbol, state in self.symbols.items():
+            book = state.book
+            if book is None:
+                continue
+            bid, ask = book.best_bid(), book.best_ask()
+            if bid is None or ask is None:
+                continue
+            out.append(
+                TopSample(
+                    ts_ns,
+                    state.instrument.market.value,
+                    symbol,
+                    bid[0],
+                    bid[1],
+                    ask[0],
+                    ask[1],
+                    book.imbalance(5),
+                    book.microprice(),
+                )
+            )
+
+    # --- reporting -------------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        s = self.portfolio.summary()
+        return {
+            "signals": self.signals,
+            "incidents": self.incidents,
+            "equity": s.equity,
+            "realized_pnl": s.realized_pnl,
+            "unrealized_pnl": s.unrealized_pnl,
+            "fees": s.fees,
+            "max_drawdown": self.portfolio.max_drawdown,
+            "trading_state": self.risk.state.value,
+            "trading_state_reason": self.risk.state_reason(),
+        }
+
+
+def _holy_days(window: Any) -> str:
+    days = getattr(window, "holy_days", ()) if window is not None else ()
+    return ",".join(days) if days else SHABBAT
+
+
+def market_of(instruments: Mapping[tuple[Market, str], Instrument], symbol: str) -> Market | None:
+    for market, name in instruments:
+        if name == symbol:
+            return market
+    return None
