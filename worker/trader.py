@@ -186,6 +186,7 @@ class Trader:
         self._next_sample_ns = 0
         self._exchange_ns = 0
         self._paused_until: int | None = None
+        self._calendar_due = 0  # event time of the next calendar boundary worth looking at
         self._prepared_for: int | None = None  # window start we already cancelled / flattened for
         self.signals = 0
         self.incidents = 0
@@ -415,29 +416,41 @@ class Trader:
             self._cancel_later(order.order_id, ts_ns + row.cancel_after_ms * 1_000_000)
 
     def _calendar(self, ts_ns: int, out: list) -> None:
+        """Pause, resume and prepare at the calendar's boundaries; O(1) between them."""
         clock = self.calendar
-        if clock is None:
+        if clock is None or ts_ns < self._calendar_due:
             return
         change = clock.advance(ts_ns)
-        if change is not None:
-            window = change.window
+        first_call = self._calendar_due == 0
+        if first_call and clock.is_paused(ts_ns):  # started inside a window: pause at once
+            self._pause(ts_ns, clock.next_window(ts_ns), out)
+        elif change is not None:
             if change.paused:
-                self.risk.set_pause(SHABBAT, ts_ns)
-                self._paused_until = window.end_ns if window is not None else None
-                out.append(PauseChange(ts_ns, True, _holy_days(window), self._paused_until))
+                self._pause(ts_ns, change.window, out)
             else:
                 self.risk.clear_pause(ts_ns, "havdalah")
                 self._paused_until = None
-                out.append(PauseChange(ts_ns, False, _holy_days(window), None))
-            out.extend(self.risk.drain())
+                out.append(PauseChange(ts_ns, False, _holy_days(change.window), None))
+                out.extend(self.risk.drain())
         if self._paused_until is not None:
+            self._calendar_due = self._paused_until
             return
         upcoming = clock.next_window(ts_ns)
-        if upcoming is None or upcoming.start_ns == self._prepared_for:
-            return
-        if upcoming.start_ns - ts_ns <= self.config.pause_lead_s * NS:
+        prepare_at = upcoming.start_ns - self.config.pause_lead_s * NS
+        if ts_ns >= prepare_at and upcoming.start_ns != self._prepared_for:
             self._prepared_for = upcoming.start_ns
             self._prepare_for_pause(ts_ns, out)
+        self._calendar_due = prepare_at if ts_ns < prepare_at else upcoming.start_ns
+
+    def _pause(self, ts_ns: int, window: Any, out: list) -> None:
+        start = getattr(window, "start_ns", None)
+        if self._prepared_for != start:  # no lead time (started late): cancel and flatten first
+            self._prepared_for = start
+            self._prepare_for_pause(ts_ns, out)
+        self.risk.set_pause(SHABBAT, ts_ns)
+        self._paused_until = window.end_ns if window is not None else None
+        out.append(PauseChange(ts_ns, True, _holy_days(window), self._paused_until))
+        out.extend(self.risk.drain())
 
     def _prepare_for_pause(self, ts_ns: int, out: list) -> None:
         for order in self.broker.open_orders():
