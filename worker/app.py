@@ -264,7 +264,7 @@ class Worker:
         self.app = App(source, engine, sinks)
         self.app.counters = self.counters
         now = time.time_ns()
-        shell.restore(engine, self.state, now, self.emit)
+        shell.restore(engine, self.state, now, self.emit, cfg.db)
         self.gate = StorageLagGate(engine, self.writer, self.emit)
         detail = {
             "version": shell.code_version(),

@@ -169,7 +169,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
 }
 SYMBOL_LIMIT_KEYS = ("max_position", "max_notional", "max_order_qty", "max_order_notional")
 # Sections validated by a component class that takes a mapping (no key list here).
-OPEN_SECTIONS = ("broker", "features", "strategy")
+OPEN_SECTIONS = ("broker", "features", "strategy", "trading")
 SECTIONS = (*SCHEMA, *OPEN_SECTIONS)
 
 # Environment variables (Fly sets these; tests point the Binance URLs at the loopback stand-in).
@@ -253,6 +253,7 @@ class WorkerConfig:
     broker: BrokerConfig
     features: Any  # FeatureConfig when worker.features defines it, else a validated mapping
     strategy: Any  # StrategyConfig when worker.strategy defines it, else a validated mapping
+    trading: Any  # worker.trader.TradingConfig: how signals become orders, the starting cash
     effective: Mapping[str, Mapping[str, Any]] = field(repr=False, default_factory=dict)
     origins: Mapping[str, str] = field(repr=False, default_factory=dict)  # "section.key" -> where from
 
@@ -429,8 +430,9 @@ def build(merged: Mapping[str, Mapping[str, tuple[Any, str]]]) -> WorkerConfig:
     risk = _risk(values["risk"], symbols)
     broker_given = _open(merged, "broker")
     broker = _section("broker", lambda: BrokerConfig.from_mapping(broker_given))
-    features = _component("features", "worker.features", "FeatureConfig", _open(merged, "features"))
-    strategy = _component("strategy", "worker.strategy", "StrategyConfig", _open(merged, "strategy"))
+    features = _component("features", "worker.features", "FeatureConfig", _floats(_open(merged, "features")))
+    strategy = _component("strategy", "worker.strategy", "StrategyConfig", _floats(_open(merged, "strategy")))
+    trading = _component("trading", "worker.trader", "TradingConfig", _open(merged, "trading"))
     for section in OPEN_SECTIONS:
         for key, (_, origin) in merged.get(section, {}).items():
             origins[f"{section}.{key}"] = origin
@@ -441,6 +443,7 @@ def build(merged: Mapping[str, Mapping[str, tuple[Any, str]]]) -> WorkerConfig:
     effective["broker"] = broker
     effective["features"] = features
     effective["strategy"] = strategy
+    effective["trading"] = trading
     return WorkerConfig(
         market=Market(w["market"]),
         symbols=symbols,
@@ -463,6 +466,7 @@ def build(merged: Mapping[str, Mapping[str, tuple[Any, str]]]) -> WorkerConfig:
         broker=broker,
         features=features,
         strategy=strategy,
+        trading=trading,
         effective=effective,
         origins=origins,
     )
@@ -686,24 +690,44 @@ def _open(merged: Mapping[str, Mapping[str, tuple[Any, str]]], section: str) -> 
 
 
 def _component(section: str, module: str, cls_name: str, values: dict[str, Any]) -> Any:
-    """The component's config class when its module defines one (`from_mapping` or keyword args)."""
+    """The component's config class (`from_dict` / `from_mapping` / keyword args, then `validate()`)."""
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError:
         mod = None
     cls = getattr(mod, cls_name, None) if mod is not None else None
     if cls is None:
-        # TODO(lead): worker.features.FeatureConfig / worker.strategy.StrategyConfig not there yet; until
-        # then the section is a plain mapping of TOML scalars and lists, handed to the engine as is.
+        # The component is not in the tree: keep the section as a plain mapping of TOML values.
         for key, value in values.items():
             _plain_value(f"{section}.{key}", value)
         return dict(values)
-    if hasattr(cls, "from_mapping"):
-        return _section(section, lambda: cls.from_mapping(values))
-    try:
-        return _section(section, lambda: cls(**values))
-    except TypeError as exc:
-        raise ConfigError(section, f"known {cls_name} keys ({exc})") from None
+    for name in ("from_dict", "from_mapping"):
+        factory = getattr(cls, name, None)
+        if factory is not None:
+            return _section(section, lambda f=factory: f(values))
+    known = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set(values)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        allowed = f"a known key of [{section}]: {', '.join(sorted(known))}"
+        raise ConfigError(f"{section}.{unknown[0]}", allowed)
+    made = _section(section, lambda: cls(**values))
+    validate = getattr(made, "validate", None)
+    if callable(validate):
+        made = _section(section, validate) or made
+    return made
+
+
+def _floats(values: dict[str, Any]) -> dict[str, Any]:
+    """TOML floats arrive as Decimal; features and strategy are statistics and take binary floats."""
+
+    def conv(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return float(value)
+        if isinstance(value, list):
+            return [conv(v) for v in value]
+        return value
+
+    return {k: conv(v) for k, v in values.items()}
 
 
 def _plain_value(param: str, value: Any) -> None:

@@ -62,16 +62,39 @@ def code_version() -> str:
     return version
 
 
-def make_engine(config: WorkerConfig, instruments: Mapping[tuple[Market, str], Instrument]) -> Engine:
+def make_trader(config: WorkerConfig, traded: Mapping[tuple[Market, str], Instrument]) -> Any:
+    """The trading half (features, strategy, risk, broker, portfolio, calendar) for `traded` symbols."""
+    from worker.calendar import CalendarClock
+    from worker.trader import Trader
+
+    return Trader(
+        list(traded.values()),
+        trading=config.trading,
+        features=config.features,
+        strategy=config.strategy,
+        risk=config.risk,
+        broker=config.broker,
+        calendar=CalendarClock(config.calendar) if config.calendar is not None else None,
+    )
+
+
+def make_engine(
+    config: WorkerConfig,
+    instruments: Mapping[tuple[Market, str], Instrument],
+    traded: Mapping[tuple[Market, str], Instrument] | None = None,
+) -> Engine:
+    """Books for `instruments`; the trading core for `traded` (default: all of them) when the engine
+    takes a `trader`. Only parameters the engine's constructor names are passed."""
     params = inspect.signature(Engine).parameters
     kwargs: dict[str, Any] = {"depth": config.depth, "max_buffer": config.max_buffer}
+    if "trader" in params:
+        kwargs["trader"] = make_trader(config, instruments if traded is None else traded)
     for name in ENGINE_CONFIG_PARAMS:
         if name in params:
             kwargs[name] = getattr(config, name)
     if "config" in params:
         kwargs["config"] = config
-    kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return Engine(instruments, **kwargs)
+    return Engine(instruments, **{k: v for k, v in kwargs.items() if k in params})
 
 
 def preflight(path: str | os.PathLike[str]) -> None:
@@ -118,7 +141,11 @@ def _once(name: str, message: str) -> None:
 
 
 def restore(
-    engine: Any, state: recovery.RecoveredState, ts_ns: int, submit: Callable[[list[Any]], None]
+    engine: Any,
+    state: recovery.RecoveredState,
+    ts_ns: int,
+    submit: Callable[[list[Any]], None],
+    db_path: str | os.PathLike[str] | None = None,
 ) -> list[Any]:
     """Cancel what the previous run left open, then hand the engine its recovered state."""
     cancels = recovery.restart_cancellations(state, ts_ns)
@@ -126,19 +153,55 @@ def restore(
         log.warning("cancelling orders left open by the previous run", extra={"orders": len(cancels)})
         submit(cancels)
     hook = getattr(engine, "restore", None)
-    if hook is None:
+    if hook is not None:
+        outputs = list(hook(state, ts_ns) or [])
+    elif getattr(engine, "trader", None) is not None and db_path is not None:
+        outputs = _restore_trader(engine.trader, state, ts_ns, db_path)
+    else:
         if state.fills or state.breakers:
             _once("restore", "engine has no restore(state, ts_ns): positions and breakers not reloaded")
-        return []
-    outputs = hook(state, ts_ns) or []
+        outputs = []
     if outputs:
-        submit(list(outputs))
-    return list(outputs)
+        submit(outputs)
+    return outputs
+
+
+def _restore_trader(trader: Any, state: recovery.RecoveredState, ts_ns: int, db_path: Any) -> list[Any]:
+    """Stop-gap until `Engine.restore(state, ts_ns)` exists (then this is not called): continue the id
+    sequences after the persisted ones (a reused fill id would be skipped by the writer as a duplicate),
+    rebuild the portfolio from the persisted fills, reload tripped breakers and the equity peak."""
+    from worker.portfolio import rebuild_from_fills
+
+    if hasattr(trader, "_next_order_id"):
+        trader._next_order_id = max(trader._next_order_id, state.max_order_id + 1)
+    broker = getattr(trader, "broker", None)
+    if broker is not None and hasattr(broker, "_fill_id"):
+        broker._fill_id = max(broker._fill_id, state.max_fill_id)
+    if state.fills:
+        conn = db.connect_readonly(db_path)
+        try:
+            fills = list(recovery.iter_fills(conn))
+        finally:
+            conn.close()
+        old = trader.portfolio
+        trader.portfolio = rebuild_from_fills(
+            fills, trader.instruments, starting_cash=getattr(old, "starting_cash", None)
+        )
+        log.info("portfolio rebuilt from fills", extra={"fills": len(fills)})
+    risk = trader.risk
+    risk.restore_breakers(state.breakers.values(), ts_ns, state.equity_peak)
+    if state.equity_peak is not None and hasattr(trader.portfolio, "restore_peak"):
+        trader.portfolio.restore_peak(state.equity_peak)
+    return list(risk.drain())
 
 
 def trading_state(engine: Any) -> tuple[str, str]:
     """(state, reason) from `engine.trading_state` (attribute or method; str or (state, reason))."""
     value = getattr(engine, "trading_state", None)
+    risk = getattr(getattr(engine, "trader", None), "risk", None)
+    if value is None and risk is not None:
+        state = risk.state
+        return str(state.value if hasattr(state, "value") else state), str(risk.state_reason())
     if callable(value):
         value = value()
     if value is None:
