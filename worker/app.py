@@ -231,6 +231,7 @@ class Worker:
         self.rest = BinanceRest(cfg.market, cfg.endpoints)
         self.instruments = await self.rest.instruments(cfg.symbols)
         cfg.check_risk(self.instruments)
+        self.adapter.markets = {i.symbol: i.market.value for i in self.instruments.values()}
         engine = self.engine = shell.make_engine(cfg, self.instruments)
         self.writer, self.state = await shell.open_store(cfg, self.instruments, "live")
         sinks: list[Sink] = [self.tracker, StoreSink(self.writer, self.adapter)]

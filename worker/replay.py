@@ -1,34 +1,54 @@
-"""`python -m worker replay FILE [--snapshots FILE] [--pace recorded|max] [--summary-json PATH]`.
+"""`python -m worker replay FILE [--snapshots FILE] [--pace recorded|max] [--db PATH | --no-db] [--publish SOCKET]`.
 
 Design:
 - Feeds a recording through the same code as live: raw frame -> `FrameParser.parse_frame` ->
   `Engine.on_event`, snapshots through `parse_snapshot`, merged with the frames by `recv_ns`. Any number
   of symbols; spot and USD-M are told apart by each frame's content (the parser's inference).
-- Deterministic: no wall clock reaches the engine; `--pace recorded` only sleeps between frames.
+- Deterministic: no wall clock reaches the engine; `--pace recorded` only waits between frames.
 - Streams from disk (constant memory). A bad frame costs one log line (the first `LOG_LIMIT` of them,
   then a count) and a counter; the replay keeps going.
-- `build_summary(engine, stats)` turns the engine's counters and the replay's own into the summary, so
-  later engine parts (strategy, broker) appear in it by extending `Engine.summary()`.
+- The CLI runs the full engine (trading core included) and writes through the SAME sinks as live:
+  `StoreSink` -> `StoreWriter` into `--db` (default `./quantumflow.db`, never `$QF_DB`, so a replay
+  cannot land in the live database by accident) and, with `--publish`, the feed socket. A replay may
+  block and the live worker never does: every few hundred events the writer and the feed get the loop,
+  and the replay waits while the writer's queues are past half their limits or a feed client has more
+  than `_CLIENT_BACKLOG` unsent bytes, so nothing is dropped and a replay into a fresh database leaves the
+  rows a live run over the same messages would. Its configuration is `--config` / `--set` only.
+- `replay()` (no database, market engine by default) stays the plain synchronous API for tests and
+  benchmarks; `build_summary(engine, stats)` turns the engine's counters and the replay's own into the
+  summary, so later engine parts appear in it by extending `Engine.summary()`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from worker import shell
+from worker.app import PumpCounters, emit
 from worker.binance.parse import FrameParser, ParseError
 from worker.binance.recording import FrameReader, RecordedFrame, default_snapshots_path, merged
+from worker.config import WorkerConfig
+from worker.config import add_arguments as add_config_arguments
+from worker.config import load as load_config
 from worker.engine import Engine, Output
-from worker.events import Market
+from worker.errors import ConfigError
+from worker.events import Event, Market
 from worker.instruments import DEFAULT_INSTRUMENTS, Instrument
+from worker.publish import FeedSink, Publisher
+from worker.shell import StorageLagGate
+from worker.store.adapt import StoreAdapter, StoreSink
+from worker.store.db import DEFAULT_DB_PATH, StoreError
+from worker.store.writer import StoreWriter
 
 log = logging.getLogger("worker.replay")
 LOG_LIMIT = 20
@@ -72,6 +92,78 @@ def _stream_of(frame: bytes) -> str:
     return "(bare)"
 
 
+class _Replay:
+    """One pass over a recording: `steps()` yields `(event, outputs)` for each event the engine took."""
+
+    def __init__(
+        self,
+        frames_path: str | Path,
+        snapshots_path: str | Path | None,
+        instruments: dict[tuple[Market, str], Instrument],
+        pace: str,
+        engine: Engine,
+        progress: bool,
+    ) -> None:
+        self.parser = FrameParser(instruments)
+        self.engine = engine
+        self.frames_path = frames_path
+        self.snapshots_path = snapshots_path
+        self.stats = ReplayStats(str(frames_path), str(snapshots_path) if snapshots_path else None, pace)
+        self.reader = FrameReader(frames_path)
+        self.bar = _Progress(self.reader) if progress else None
+        self.started = time.perf_counter()
+
+    def steps(self, sleep: bool = True) -> Iterator[tuple[Event, list[Output]]]:
+        """`sleep=False`: the caller paces `--pace recorded` itself (the async driver awaits instead)."""
+        stats = self.stats
+        messages = stats.messages
+        on_event = self.engine.on_event
+        parse_frame = self.parser.parse_frame
+        parser = self.parser
+        bar = self.bar
+        paced = sleep and stats.pace == "recorded"
+        self.started = time.perf_counter()
+        for item in merged(self.reader, self.snapshots_path):
+            recv_ns = item.recv_ns
+            if stats.first_recv_ns is None:
+                stats.first_recv_ns = recv_ns
+            stats.last_recv_ns = recv_ns
+            if paced:
+                _wait_until(self.started, stats.first_recv_ns, recv_ns)
+            try:
+                if type(item) is RecordedFrame:
+                    stats.frames += 1
+                    stream = _stream_of(item.frame)
+                    messages[stream] = messages.get(stream, 0) + 1
+                    event = parse_frame(item.frame, recv_ns)
+                else:
+                    stats.snapshots += 1
+                    event = parser.parse_snapshot(item.body, item.symbol, item.market, recv_ns)
+            except ParseError as exc:
+                _bad(stats, item, exc)
+                continue
+            if event is None:
+                continue
+            outputs = on_event(event)
+            if outputs:
+                stats.outputs += len(outputs)
+            yield event, outputs
+            if bar is not None and not stats.frames & 1023:
+                bar.update(stats.frames)
+
+    def finish(self) -> ReplayStats:
+        stats = self.stats
+        stats.wall_seconds = time.perf_counter() - self.started
+        stats.bad_lines = self.reader.bad_lines
+        stats.truncated = self.reader.truncated
+        if self.reader.truncated:
+            log.warning("%s ends in a truncated gzip stream: replayed what was readable", self.frames_path)
+        if self.bar is not None:
+            self.bar.done(stats.frames)
+        stats.parser_counters = self.parser.counters
+        return stats
+
+
 def replay(
     frames_path: str | Path,
     snapshots_path: str | Path | None = None,
@@ -82,54 +174,148 @@ def replay(
     on_outputs: Callable[[list[Output]], None] | None = None,
     progress: bool = False,
 ) -> tuple[Engine, ReplayStats]:
-    """Replay one recording into `engine` (a fresh market engine by default)."""
+    """Replay one recording into `engine` (a fresh market engine by default); no database."""
     instruments = dict(instruments or DEFAULT_INSTRUMENTS)
-    parser = FrameParser(instruments)
     engine = engine or Engine(instruments)
-    stats = ReplayStats(str(frames_path), str(snapshots_path) if snapshots_path else None, pace)
-    reader = FrameReader(frames_path)
-    messages = stats.messages
-    on_event = engine.on_event
-    parse_frame = parser.parse_frame
-    bar = _Progress(reader) if progress else None
-    started = time.perf_counter()
-    for item in merged(reader, snapshots_path):
-        recv_ns = item.recv_ns
-        if stats.first_recv_ns is None:
-            stats.first_recv_ns = recv_ns
-        stats.last_recv_ns = recv_ns
-        if pace == "recorded":
-            _wait_until(started, stats.first_recv_ns, recv_ns)
+    run = _Replay(frames_path, snapshots_path, instruments, pace, engine, progress)
+    for _, outputs in run.steps():
+        if outputs and on_outputs is not None:
+            on_outputs(outputs)
+    return engine, run.finish()
+
+
+@dataclass
+class ReplayOutcome:
+    engine: Engine
+    stats: ReplayStats
+    store: dict[str, Any] | None = None  # writer figures when a database was written
+
+
+async def replay_async(
+    frames_path: str | Path,
+    snapshots_path: str | Path | None = None,
+    *,
+    config: WorkerConfig | None = None,
+    db_path: str | Path | None = None,
+    publish_socket: str | Path | None = None,
+    instruments: dict[tuple[Market, str], Instrument] | None = None,
+    pace: str = "max",
+    progress: bool = False,
+    publisher_ready: Callable[[Publisher], Any] | None = None,
+) -> ReplayOutcome:
+    """Replay through the same sinks as live: the store writer (`db_path`) and the feed (`publish_socket`).
+
+    Backpressure: every `_YIELD_EVERY` events the writer and the feed get the loop; when the writer's
+    queues pass half their limits (or a feed client's unsent bytes pass `_CLIENT_BACKLOG`) the replay
+    waits for them. A replay may block; nothing is dropped, so a replay into a fresh database leaves the
+    rows a live run over the same messages would.
+    """
+    cfg = config or load_config(env={})
+    instruments = dict(instruments or DEFAULT_INSTRUMENTS)
+    traded = _store_instruments(frames_path, instruments)  # one market per symbol: what the file holds
+    engine = shell.make_engine(cfg, instruments, traded)
+    counters = PumpCounters()
+    sinks: list[Any] = []
+    writer: StoreWriter | None = None
+    publisher: Publisher | None = None
+    gate: StorageLagGate | None = None
+
+    def emit_outputs(outputs: list[Any]) -> None:
+        emit(sinks, counters, None, outputs)
+
+    try:
+        if db_path is not None:
+            writer, _ = await shell.open_store(cfg, traded, "replay", db_path)
+            markets = {i.symbol: i.market.value for i in traded.values()}
+            sinks.append(StoreSink(writer, StoreAdapter(markets)))
+            # No engine restore: a replay rebuilds its state from the recording itself, and a re-run
+            # after a crash regenerates the same ids, which the writer skips as already written.
+            gate = StorageLagGate(engine, writer, emit_outputs)
+        if publish_socket is not None:
+            publisher = Publisher(
+                publish_socket,
+                client_buffer_bytes=max(cfg.publish.client_buffer_bytes, _CLIENT_BACKLOG * 4),
+                max_queue=cfg.publish.max_queue,
+                max_clients=cfg.publish.max_clients,
+            )
+            await publisher.start()
+            sinks.append(FeedSink(publisher))
+            if publisher_ready is not None:
+                await publisher_ready(publisher)
+        run = _Replay(frames_path, snapshots_path, instruments, pace, engine, progress)
+        paced = pace == "recorded"
+        for n, (event, outputs) in enumerate(run.steps(sleep=False), 1):
+            if outputs:
+                emit(sinks, counters, event, outputs)
+            if paced:
+                delay = (event.recv_ns - (run.stats.first_recv_ns or 0)) / 1e9 - (
+                    time.perf_counter() - run.started
+                )
+                if delay > 0:
+                    await asyncio.sleep(delay)  # recorded pace, not synchronization
+            if n % _YIELD_EVERY == 0:
+                await _make_room(writer, publisher)
+                if gate is not None:
+                    gate.check(event.recv_ns)
+        stats = run.finish()
+        store = None
+        if writer is not None:
+            await writer.flush()
+            store = {
+                "db": str(db_path),
+                "run_id": writer.run_id,
+                "rows_written": writer.stats.rows_written,
+                "commits": writer.stats.commits,
+                "samples_dropped": writer.stats.samples_dropped,
+                "duplicates_skipped": writer.stats.duplicates_skipped,
+                "max_commit_latency_s": round(writer.stats.max_commit_latency_s, 4),
+            }
+        return ReplayOutcome(engine, stats, store)
+    finally:
+        if writer is not None:
+            await writer.close("replay_end")
+        if publisher is not None:
+            await publisher.close()
+
+
+_YIELD_EVERY = 512
+_CLIENT_BACKLOG = 1 << 20
+
+
+async def _make_room(writer: StoreWriter | None, publisher: Publisher | None) -> None:
+    await asyncio.sleep(0)  # let the writer and the feed run
+    if writer is not None:
+        await writer.wait_for_room(min(writer.config.max_batch, writer.config.sample_capacity // 2))
+    if publisher is not None:
+        while publisher.queue_depth or _feed_backlog(publisher) > _CLIENT_BACKLOG:
+            await asyncio.sleep(0.001)  # the client is reading: wait for it instead of dropping it
+
+
+def _feed_backlog(publisher: Publisher) -> int:
+    """Largest unsent byte count of any feed client (0 when none is connected)."""
+    clients = getattr(publisher, "_clients", {})
+    sizes = [c.transport.get_write_buffer_size() for c in clients.values() if not c.transport.is_closing()]
+    return max(sizes, default=0)
+
+
+def _store_instruments(
+    frames_path: str | Path, instruments: dict[tuple[Market, str], Instrument], peek: int = 2000
+) -> dict[tuple[Market, str], Instrument]:
+    """The instruments the recording trades, from its first frames (the store keys fills by symbol)."""
+    parser = FrameParser(instruments)
+    seen: dict[str, tuple[Market, str]] = {}
+    for i, item in enumerate(FrameReader(frames_path)):
+        if i >= peek:
+            break
         try:
-            if type(item) is RecordedFrame:
-                stats.frames += 1
-                stream = _stream_of(item.frame)
-                messages[stream] = messages.get(stream, 0) + 1
-                event = parse_frame(item.frame, recv_ns)
-            else:
-                stats.snapshots += 1
-                event = parser.parse_snapshot(item.body, item.symbol, item.market, recv_ns)
-        except ParseError as exc:
-            _bad(stats, item, exc)
+            event = parser.parse_frame(item.frame, item.recv_ns)
+        except ParseError:
             continue
-        if event is None:
-            continue
-        outputs = on_event(event)
-        if outputs:
-            stats.outputs += len(outputs)
-            if on_outputs is not None:
-                on_outputs(outputs)
-        if bar is not None and not stats.frames & 1023:
-            bar.update(stats.frames)
-    stats.wall_seconds = time.perf_counter() - started
-    stats.bad_lines = reader.bad_lines
-    stats.truncated = reader.truncated
-    if reader.truncated:
-        log.warning("%s ends in a truncated gzip stream: replayed what was readable", frames_path)
-    if bar is not None:
-        bar.done(stats.frames)
-    stats.parser_counters = parser.counters
-    return engine, stats
+        if event is not None and hasattr(event, "symbol"):
+            seen.setdefault(event.symbol, (event.market, event.symbol))
+    if not seen:
+        return {}
+    return {key: instruments[key] for key in seen.values()}
 
 
 def _bad(stats: ReplayStats, item: Any, exc: ParseError) -> None:
@@ -237,6 +423,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  bad input       {summary['bad_by_reason']}")
     if summary["truncated"]:
         lines.append("  WARNING         the recording ends in a truncated gzip stream")
+    store = summary.get("store")
+    if store:
+        lines.append(
+            f"  store           {store['db']} (run {store['run_id']}): {store['rows_written']:,} rows in "
+            f"{store['commits']} commits, {store['samples_dropped']} samples dropped"
+        )
     lines.append(
         f"  recording {summary['recording_seconds']:,.1f} s, wall {summary['wall_seconds']:,.2f} s, "
         f"{summary['msgs_per_s']:,.0f} msgs/s"
@@ -252,12 +444,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pace", choices=("recorded", "max"), default="max", help="default: max")
     parser.add_argument("--summary-json", type=Path, default=None, metavar="PATH")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    db = parser.add_mutually_exclusive_group()
+    db.add_argument(
+        "--db",
+        type=Path,
+        default=Path(DEFAULT_DB_PATH),
+        help=f"SQLite file the replay writes, as a live run would (default: ./{DEFAULT_DB_PATH}; "
+        "never $QF_DB, so a replay cannot land in the live database by accident)",
+    )
+    db.add_argument("--no-db", action="store_true", help="write nothing (market replay and summary only)")
+    parser.add_argument(
+        "--publish", default=None, metavar="SOCKET", help="serve the replay's feed on this Unix socket"
+    )
+    add_config_arguments(parser, live=False)
 
 
 def main(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(
-            level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+            level=(args.log_level or "INFO").upper(),
+            format="%(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
         )
     if not args.file.exists():
         log.error("recording %s does not exist", args.file)
@@ -269,8 +476,30 @@ def main(args: argparse.Namespace) -> int:
     if snapshots is None:
         log.warning("no snapshots file: books stay SYNCING (only message counts are meaningful)")
     progress = sys.stderr.isatty() and not args.no_progress
-    engine, stats = replay(args.file, snapshots, pace=args.pace, progress=progress)
+    try:
+        # The replay's configuration: its file and --set only; the live worker's environment stays out.
+        cfg = load_config(args.config, env={}, sets=args.sets)
+        outcome = asyncio.run(
+            replay_async(
+                args.file,
+                snapshots,
+                config=cfg,
+                db_path=None if args.no_db else args.db,
+                publish_socket=args.publish,
+                pace=args.pace,
+                progress=progress,
+            )
+        )
+        engine, stats, store = outcome.engine, outcome.stats, outcome.store
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    except StoreError as exc:
+        log.error("cannot replay into %s: %s", args.db, exc)
+        return 1
     summary = build_summary(engine, stats)
+    if store is not None:
+        summary["store"] = store
     print(format_summary(summary))
     if args.summary_json:
         args.summary_json.parent.mkdir(parents=True, exist_ok=True)

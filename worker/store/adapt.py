@@ -21,7 +21,7 @@ Design and invariants:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from worker.store import records
@@ -56,7 +56,8 @@ PASS_THROUGH = frozenset(
 class StoreAdapter:
     """Turns engine outputs into `worker.store.records` values. Stateful only for top sampling."""
 
-    def __init__(self) -> None:
+    def __init__(self, markets: Mapping[str, str] | None = None) -> None:
+        self.markets = dict(markets or {})  # symbol -> market, for outputs that carry no market
         self._by_type: dict[type, Convert] = {}
         self._last_top_s: dict[tuple[str, str], int] = {}
         self.top_samples_from_engine = False
@@ -100,11 +101,12 @@ class StoreAdapter:
             "EquitySample": _equity,
             "SyncChange": _sync_change,
             "CancelRejected": _cancel_rejected,
-            "Signal": _signal,
+            "Signal": lambda out: _signal(out, self.markets),
             "RiskDecisionEvent": _risk_decision,
             "TradingStateChanged": _state_change,
             "BreakerChanged": _breaker_change,
             "PauseChange": _pause_change,
+            "Incident": _incident,
         }
         fn = table.get(name)
         if fn is not None:
@@ -195,23 +197,34 @@ def _cancel_rejected(c: Any) -> list[Any]:
     return [records.SystemEvent(c.ts_ns, "cancel_rejected", "warning", "", "", detail)]
 
 
-def _signal(s: Any) -> list[Any]:
-    """The strategy's Signal, by the writer's field names (missing optional ones take their defaults)."""
+def _signal(s: Any, markets: Mapping[str, str] | None = None) -> list[Any]:
+    """The strategy's Signal (`side, size_lots, confidence, kind, reason, score, features`) as the
+    writer's record: value = the normalized score, direction = side, model = "ofi:<kind>"."""
     if isinstance(s, records.Signal):
         return [s]
-    features = getattr(s, "features", None) or {}
+    vector = getattr(s, "features", None)
+    bid, ask = getattr(vector, "bid", None), getattr(vector, "ask", None)
+    mid = (bid + ask) / 2 if isinstance(bid, int) and isinstance(ask, int) else getattr(s, "mid", None)
+    kind = str(getattr(s, "kind", ""))
+    detail: dict[str, Any] = {"kind": kind, "reason": str(getattr(s, "reason", ""))}
+    if hasattr(s, "size_lots"):
+        detail["size_lots"] = s.size_lots
+    if isinstance(bid, int) and isinstance(ask, int):
+        detail.update(bid=bid, ask=ask, bid_qty=vector.bid_qty, ask_qty=getattr(vector, "ask_qty", None))
+    side = getattr(s, "side", getattr(s, "direction", 0))
+    value = getattr(s, "score", getattr(s, "value", 0.0))
     return [
         records.Signal(
             ts_ns=s.ts_ns,
-            market=str(getattr(s, "market", "")),
+            market=str(getattr(s, "market", "") or (markets or {}).get(s.symbol, "")),
             symbol=s.symbol,
-            model=str(getattr(s, "model", getattr(s, "name", ""))),
-            value=float(s.value),
-            direction=int(getattr(s, "direction", 0)),
+            model=f"ofi:{kind}" if kind else str(getattr(s, "model", "")),
+            value=float(value),
+            direction=int(side),
             confidence=float(getattr(s, "confidence", 0.0)),
-            mid=getattr(s, "mid", None),
+            mid=mid,
             order_id=getattr(s, "order_id", None),
-            features=dict(features),
+            features=detail,
             signal_id=getattr(s, "signal_id", None),
         )
     ]
@@ -260,6 +273,11 @@ def _pause_change(p: Any) -> list[Any]:
     kind = "pause" if p.paused else "resume"
     detail = {"reason": p.reason, "until_ns": p.until_ns}
     return [records.SystemEvent(p.ts_ns, kind, "info", "", "", detail)]
+
+
+def _incident(i: Any) -> list[Any]:
+    """Something the core refused or could not do: an error system event, never raised."""
+    return [records.SystemEvent(i.ts_ns, str(i.kind), "error", "", "", {"detail": str(i.detail)})]
 
 
 class StoreSink:
