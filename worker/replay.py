@@ -1,4 +1,4 @@
-"""`python -m worker replay FILE [--snapshots FILE] [--pace recorded|max] [--db PATH | --no-db] [--publish SOCKET]`.
+"""`python -m worker replay FILE [--snapshots F] [--pace recorded|max] [--db PATH|--no-db] [--publish SOCK]`.
 
 Design:
 - Feeds a recording through the same code as live: raw frame -> `FrameParser.parse_frame` ->
