@@ -109,6 +109,7 @@ def create_app(settings: Settings) -> Starlette:
             time_limit_ms=settings.query_time_limit_ms,
             max_rows=settings.max_rows,
             threads=settings.threads,
+            fresh_connections=settings.fresh_connections,
         ),
         CursorCodec(settings.cursor_key),
     )

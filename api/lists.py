@@ -12,6 +12,7 @@ Design and invariants:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from api import render
+from api import render, sqljson
 from api.context import JSON, ctx, query
 from api.db import Reader
 from api.params import Query, bad_param
@@ -39,6 +40,7 @@ class ListSpec:
     id_col: str
     columns: str
     render: Callable[[tuple, dict[tuple[str, str], render.InstrumentView]], dict[str, Any]]
+    json_expr: str = ""  # when set: SQLite renders each row (alias f, instrument grid g); see api.sqljson
 
 
 def _json_field(text: str) -> Any:
@@ -165,7 +167,7 @@ def risk_json(r: tuple, instruments: dict) -> dict[str, Any]:
     }
 
 
-FILLS = ListSpec("fills", "fills", "ts_ns", "fill_id", FILL_COLUMNS, fill_json)
+FILLS = ListSpec("fills", "fills", "ts_ns", "fill_id", FILL_COLUMNS, fill_json, sqljson.FILL_JSON)
 ORDERS = ListSpec("orders", "orders", "created_ns", "order_id", ORDER_COLUMNS, order_json)
 SIGNALS = ListSpec("signals", "signals", "ts_ns", "signal_id", SIGNAL_COLUMNS, signal_json)
 RISK = ListSpec("risk-events", "risk_decisions", "ts_ns", "decision_id", RISK_COLUMNS, risk_json)
@@ -180,7 +182,11 @@ def _page(
     filters: dict[str, Any],
     index: str = "",
 ):
-    """Shared keyset paging: parse limit/cursor, build the bounded query, render, make `next`."""
+    """Shared keyset paging: parse limit/cursor, build the bounded query, make the reader function.
+
+    `where` holds conditions on unqualified column names; with a JSON-rendering spec the table is
+    aliased `f` and joined to the instrument grid `g`, so every column is qualified here.
+    """
     c = ctx(request)
     settings = c.settings
     limit = q.integer("limit", settings.default_page_size, 1, settings.max_page_size)
@@ -205,16 +211,39 @@ def _page(
         after = c.cursors.decode(token, spec.name, filters, 2)
         where.append(f"({spec.time_col}, {spec.id_col}) < (?, ?)")
         params.extend(after)
+    params.append(limit + 1)
+    if spec.json_expr:
+        qualified = [_qualify(w) for w in where]
+        body = (
+            f"SELECT f.{spec.time_col}, f.{spec.id_col}, {spec.json_expr} FROM {spec.table} f {index} "
+            f"LEFT JOIN g ON g.market = f.market AND g.symbol = f.symbol "
+            f"WHERE {' AND '.join(qualified) or '1'} "
+            f"ORDER BY f.{spec.time_col} DESC, f.{spec.id_col} DESC LIMIT ?"
+        )
+
+        def run_json(reader: Reader) -> tuple[list[tuple], dict]:
+            instruments = render.instruments(reader.rows(render.INSTRUMENTS_SQL))
+            cte, cte_params = sqljson.instrument_cte(instruments)
+            return reader.rows(f"WITH {cte} {body}", [*cte_params, *params]), instruments
+
+        return limit, filters, run_json
     sql = (
         f"SELECT {spec.columns} FROM {spec.table} {index} WHERE {' AND '.join(where) or '1'} "
         f"ORDER BY {spec.time_col} DESC, {spec.id_col} DESC LIMIT ?"
     )
-    params.append(limit + 1)
 
     def run(reader: Reader) -> tuple[list[tuple], dict]:
         return reader.rows(sql, params), render.instruments(reader.rows(render.INSTRUMENTS_SQL))
 
     return limit, filters, run
+
+
+_COLUMN = re.compile(r"\b(symbol|market|side|liquidity|order_id|ts_ns|fill_id|created_ns|status|reason)\b")
+
+
+def _qualify(condition: str) -> str:
+    """Prefix the fills columns a filter names with the alias `f` (the grid `g` has market/symbol too)."""
+    return _COLUMN.sub(lambda m: "f." + m.group(1), condition)
 
 
 async def _serve_list(
@@ -231,13 +260,17 @@ async def _serve_list(
     rows, instruments = await c.db.run(run)
     more = len(rows) > limit
     rows = rows[:limit]
-    data = [spec.render(r, instruments) for r in rows]
+    if spec.json_expr:
+        data: Any = orjson.Fragment("[" + ",".join(r[2] for r in rows) + "]")
+        last_key = (rows[-1][0], rows[-1][1]) if rows else None
+    else:
+        data = [spec.render(r, instruments) for r in rows]
+        time_index = spec.columns.split(", ").index(spec.time_col)
+        last_key = (rows[-1][time_index], rows[-1][0]) if rows else None
     token = None
     next_url = None
-    if more:
-        last = rows[-1]
-        time_index = spec.columns.split(", ").index(spec.time_col)
-        token = c.cursors.encode(spec.name, filters, (last[time_index], last[0]))
+    if more and last_key is not None:
+        token = c.cursors.encode(spec.name, filters, last_key)
         next_url = str(request.url.include_query_params(cursor=token))
     return JSON({"data": data, "limit": limit, "next": token, "next_url": next_url})
 

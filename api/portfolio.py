@@ -20,9 +20,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 
-from api import render
+from api import render, sqljson
 from api.context import JSON, ctx, query
 from api.db import Reader
 from api.params import bad_param
@@ -208,13 +209,17 @@ def _range(request: Request, q, latest_s: int | None) -> tuple[int, int]:
     return start_s, end_s
 
 
-_GROUPED = """
+_GROUPED = f"""
 WITH g AS (
     SELECT bucket_s / :step AS k, min(bucket_s) AS first_s, max(bucket_s) AS last_s, max(high) AS high,
            min(low) AS low, min(max_drawdown) AS mdd, sum(samples) AS samples
     FROM equity_bars WHERE resolution_s = :res AND bucket_s BETWEEN :a AND :b GROUP BY k
 )
-SELECT g.k * :step, o.open, g.high, g.low, c.close, c.peak, c.drawdown, g.mdd, g.samples, c.last_ns
+SELECT json_object(
+    't', {sqljson.iso_s("g.k * :step")}, 't_s', g.k * :step, 'open', {sqljson.money("o.open")},
+    'high', {sqljson.money("g.high")}, 'low', {sqljson.money("g.low")}, 'close', {sqljson.money("c.close")},
+    'peak', {sqljson.money("c.peak")}, 'drawdown', {sqljson.money("c.drawdown")},
+    'max_drawdown', {sqljson.money("g.mdd")}, 'samples', g.samples)
 FROM g JOIN equity_bars o ON o.resolution_s = :res AND o.bucket_s = g.first_s
        JOIN equity_bars c ON c.resolution_s = :res AND c.bucket_s = g.last_s
 ORDER BY g.k
@@ -255,28 +260,13 @@ async def equity(request: Request) -> JSON:
         if span // step > reader.max_rows:
             raise bad_param("points", "too many points for this range")
         rows = reader.rows(_GROUPED, {"step": step, "res": resolution, "a": start_s, "b": end_s})
-        data = [
-            {
-                "t": render.iso_s(r[0]),
-                "t_s": r[0],
-                "open": render.money(r[1]),
-                "high": render.money(r[2]),
-                "low": render.money(r[3]),
-                "close": render.money(r[4]),
-                "peak": render.money(r[5]),
-                "drawdown": render.money(r[6]),
-                "max_drawdown": render.money(r[7]),
-                "samples": r[8],
-            }
-            for r in rows
-        ]
         return {
             "from": render.iso_s(start_s),
             "to": render.iso_s(end_s),
             "resolution_s": resolution,
             "step_s": step,
-            "count": len(data),
-            "data": data,
+            "count": len(rows),
+            "data": orjson.Fragment("[" + ",".join(r[0] for r in rows) + "]"),
         }
 
     return JSON(await ctx(request).db.run(run))

@@ -31,6 +31,7 @@ class Settings:
     replica_url: str = ""  # set when the file is a litestream follow copy (lag is then reported)
     calendar: CalendarConfig = field(default_factory=CalendarConfig)
     threads: int = 4  # concurrent SQLite readers (threads); more only adds contention on a small machine
+    fresh_connections: bool = False  # True: open/close a connection per request (see api.db)
 
     def __post_init__(self) -> None:
         if not self.db_path:
@@ -75,6 +76,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         "heartbeat_max_age_s": _num(env, "QF_API_HEARTBEAT_MAX_AGE_S", 30.0),
         "query_time_limit_ms": int(_num(env, "QF_API_QUERY_TIME_LIMIT_MS", 500, int)),
         "replica_url": env.get("QF_API_REPLICA_URL", ""),
+        "fresh_connections": env.get("QF_API_FRESH_CONNECTIONS", "") in ("1", "true", "yes"),
         "cursor_key": (env.get("QF_API_CURSOR_KEY") or DEFAULT_CURSOR_KEY).encode(),
         "calendar": CalendarConfig(
             location=location,

@@ -284,3 +284,18 @@ def test_row_cap_refuses_oversized_reads(seeded: Path) -> None:
     database = Database(str(seeded), max_rows=10)
     with pytest.raises(Exception, match="more than 10 rows"):
         database.run_sync(lambda reader: reader.rows("SELECT fill_id FROM fills"))
+
+
+def test_sql_rendered_fills_equal_the_python_rendering(client: TestClient, seeded: Path) -> None:
+    """The fills list is rendered by SQLite (api.sqljson), an order's fills by Python (api.render)."""
+    order_id = raw(seeded, "SELECT order_id FROM fills GROUP BY order_id HAVING count(*) > 1 LIMIT 1")[0][0]
+    listed = client.get("/api/v1/fills", params={"order_id": order_id}).json()["data"]
+    detailed = client.get(f"/api/v1/orders/{order_id}").json()["fills"]
+    assert len(listed) >= 2 and len(listed) == len(detailed)
+    for a, b in zip(sorted(listed, key=lambda f: f["fill_id"]), sorted(detailed, key=lambda f: f["fill_id"])):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert value == pytest.approx(b[key]), key
+            else:
+                assert value == b[key] and type(value) is type(b[key]), key
