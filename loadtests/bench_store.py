@@ -158,6 +158,7 @@ async def paced(tmp: Path, seconds: int, speed: float, signals: int, orders: int
     max_lag = 0.0
     start = time.perf_counter()
     sizes: list[tuple[int, int]] = []
+    tables: list[dict[str, int]] = []
     for s in range(seconds):
         due = start + s / speed
         delay = due - time.perf_counter()
@@ -169,6 +170,7 @@ async def paced(tmp: Path, seconds: int, speed: float, signals: int, orders: int
             await writer.flush()
             conn = sqlite3.connect(path)
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            tables.append(dict(conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")))
             conn.close()
             sizes.append((s, db_size(path)))
     await writer.flush()
@@ -176,9 +178,13 @@ async def paced(tmp: Path, seconds: int, speed: float, signals: int, orders: int
     lat = list(writer.stats.commit_latencies_s)
     await writer.close()
     growth = None
+    per_table: dict[str, float] = {}
     if len(sizes) >= 2:
         (s0, b0), (s1, b1) = sizes[-2], sizes[-1]
         growth = (b1 - b0) / (s1 - s0) * 86_400
+        scale = 86_400 / (s1 - s0) / 1e6
+        deltas = {k: (v - tables[-2].get(k, 0)) * scale for k, v in tables[-1].items()}
+        per_table = {k: round(v, 1) for k, v in sorted(deltas.items(), key=lambda kv: -kv[1])[:8]}
     return {
         "simulated_seconds": seconds,
         "wall_s": wall,
@@ -190,6 +196,7 @@ async def paced(tmp: Path, seconds: int, speed: float, signals: int, orders: int
         "commits": len(lat),
         "sizes_bytes_by_simulated_hour": sizes,
         "growth_bytes_per_day_after_retention": growth,
+        "growth_mb_per_day_by_table": per_table,
     }
 
 

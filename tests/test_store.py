@@ -608,3 +608,22 @@ async def test_shutdown_on_a_full_disk_is_bounded(tmp_path: Path, mounts: list[P
     writer.submit_many(outputs_for(1))
     await writer.close("sigterm", timeout=0.3)  # returns although nothing can be written
     assert writer.stats.write_errors > 0
+
+
+async def test_optional_retention_of_signals_and_approved_decisions(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    writer = await started(
+        path, signal_retention_s=3600, approved_decision_retention_s=3600, retention_every_s=1
+    )
+    for hour in range(3):
+        ts = T0 + hour * 3600 * 10**9
+        writer.submit(records.Signal(ts, "usdm", "BTCUSDT", "ofi/1", 0.5, 1, 0.7, signal_id=hour + 1))
+        writer.submit(records.RiskDecision(ts, "usdm", "BTCUSDT", "approved", "ok"))
+        writer.submit(records.RiskDecision(ts, "usdm", "BTCUSDT", "denied", "max_position"))
+        await writer.flush(timeout=5)
+    await writer.close()
+    conn = sqlite3.connect(path)
+    assert [r[0] for r in conn.execute("SELECT signal_id FROM signals ORDER BY 1")] == [2, 3]
+    verdicts = conn.execute("SELECT verdict, count(*) FROM risk_decisions GROUP BY 1 ORDER BY 1").fetchall()
+    assert verdicts == [("approved", 2), ("denied", 3)]  # denials are never deleted
+    conn.close()
