@@ -13,6 +13,18 @@ orders fill (fill + Filled + 3 markouts), half are cancelled):
    `litestream restore -f` follower copy polled with fresh read-only connections: lag of the restored copy
    (now - commit time of the newest fill it holds), and after kill -9 of writer+Litestream, how much of
    the last committed data a plain restore lost.
+
+Measured on the 2-core dev machine (2026-11-27, other test suites running beside it):
+- max throughput: 40k-77k records/s (48k-93k SQL statements/s), i.e. 2,850-5,480 simulated seconds of
+  this mix per wall second: 57-110x the 50x replay target; submit() costs 0.4-1.7 us per record.
+- 50x paced replay: commit latency p50 0.8-1.0 ms, p99 6-9.5 ms, max 41-44 ms; worst lag_seconds 0.04 s.
+- growth after raw-sample retention: ~106 MB/day for this mix (signals 63 MB of it at 5 signals/s,
+  orders+transitions 12, markouts 6, risk decisions 5, fills 4.5). Raw 1 s samples add a bounded window:
+  ~19.9 MB per retained day (equity 6.8 + two book tops 12.9; default retention 7 days = ~140 MB).
+  `signal_retention_s` bounds the rest.
+- replication (file replica, sync-interval 1s): restored follower copy lag min/median/max
+  0.05-0.07 / 0.55-0.56 / 1.06 s; after kill -9 of writer+Litestream a plain restore lost the last
+  0.04-0.16 s of commits, integrity ok.
 """
 
 from __future__ import annotations
