@@ -454,7 +454,9 @@ async def test_full_disk_stalls_the_writer_then_it_catches_up(tmp_path: Path, mo
             pass
     for i in range(1, 201):
         writer.submit_many(outputs_for(i))
-    while writer.stats.write_errors == 0:  # the disk-full error reaches the writer
+    deadline = asyncio.get_running_loop().time() + 10
+    while writer.stats.write_errors == 0:  # poll until the disk-full error reaches the writer
+        assert asyncio.get_running_loop().time() < deadline, "the writer never saw the full disk"
         await asyncio.sleep(0.01)
     assert writer.is_lagging  # risk engine: stop opening positions (storage_lag)
     assert "full" in writer.stats.last_error.lower()
