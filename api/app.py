@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import lists, portfolio, system
+from api.cache import ResponseCache, cached
 from api.context import JSON, Context
 from api.cursors import CursorCodec
 from api.db import Database
@@ -85,16 +86,16 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route(f"{v1}/health", system.health, methods=["GET"]),
-        Route(f"{v1}/status", system.status, methods=["GET"]),
-        Route(f"{v1}/positions", portfolio.positions, methods=["GET"]),
-        Route(f"{v1}/orders", lists.orders, methods=["GET"]),
-        Route(f"{v1}/orders/{{id}}", lists.order_detail, methods=["GET"]),
-        Route(f"{v1}/fills", lists.fills, methods=["GET"]),
-        Route(f"{v1}/pnl", portfolio.pnl, methods=["GET"]),
-        Route(f"{v1}/equity", portfolio.equity, methods=["GET"]),
-        Route(f"{v1}/signals", lists.signals, methods=["GET"]),
-        Route(f"{v1}/risk-events", lists.risk_events, methods=["GET"]),
-        Route(f"{v1}/stats", portfolio.stats, methods=["GET"]),
+        Route(f"{v1}/status", cached(system.status), methods=["GET"]),
+        Route(f"{v1}/positions", cached(portfolio.positions), methods=["GET"]),
+        Route(f"{v1}/orders", cached(lists.orders), methods=["GET"]),
+        Route(f"{v1}/orders/{{id}}", cached(lists.order_detail), methods=["GET"]),
+        Route(f"{v1}/fills", cached(lists.fills), methods=["GET"]),
+        Route(f"{v1}/pnl", cached(portfolio.pnl), methods=["GET"]),
+        Route(f"{v1}/equity", cached(portfolio.equity), methods=["GET"]),
+        Route(f"{v1}/signals", cached(lists.signals), methods=["GET"]),
+        Route(f"{v1}/risk-events", cached(lists.risk_events), methods=["GET"]),
+        Route(f"{v1}/stats", cached(portfolio.stats), methods=["GET"]),
         Route(f"{v1}/calendar", system.calendar, methods=["GET"]),
     ]
     app = Starlette(
@@ -112,6 +113,7 @@ def create_app(settings: Settings) -> Starlette:
             fresh_connections=settings.fresh_connections,
         ),
         CursorCodec(settings.cursor_key),
+        ResponseCache(settings.cache_ttl_s),
     )
     app.state.metrics = metrics
     app.state.calendar_clock = CalendarClock(settings.calendar)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.cursors import CursorCodec
+
+if TYPE_CHECKING:
+    from api.cache import ResponseCache
 from api.db import Database
 from api.params import Query
 from api.settings import Settings
@@ -20,6 +23,7 @@ class Context:
     settings: Settings
     db: Database
     cursors: CursorCodec
+    cache: ResponseCache
 
 
 def ctx(request: Request) -> Context:

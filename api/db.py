@@ -97,7 +97,7 @@ class Database:
         self.opened += 1
         return conn
 
-    def _signature(self) -> tuple:
+    def signature(self) -> tuple:
         """What changes whenever anyone (SQLite or Litestream) writes the file or its WAL."""
         sig: list[int] = []
         for suffix in ("", "-wal"):
@@ -113,7 +113,7 @@ class Database:
         if self.fresh_connections:
             return self.connect()
         local = self._local
-        signature = self._signature()
+        signature = self.signature()
         conn = getattr(local, "conn", None)
         if conn is not None and (
             local.signature != signature or time.monotonic() - local.opened_at > self.max_connection_age_s

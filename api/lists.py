@@ -271,7 +271,8 @@ async def _serve_list(
     next_url = None
     if more and last_key is not None:
         token = c.cursors.encode(spec.name, filters, last_key)
-        next_url = str(request.url.include_query_params(cursor=token))
+        url = request.url.include_query_params(cursor=token)
+        next_url = f"{url.path}?{url.query}"  # relative: the same bytes whatever Host the client used
     return JSON({"data": data, "limit": limit, "next": token, "next_url": next_url})
 
 

@@ -32,6 +32,7 @@ class Settings:
     calendar: CalendarConfig = field(default_factory=CalendarConfig)
     threads: int = 4  # concurrent SQLite readers (threads); more only adds contention on a small machine
     fresh_connections: bool = False  # True: open/close a connection per request (see api.db)
+    cache_ttl_s: float = 2.0  # response cache of DB-pure GETs, invalidated by any file change; 0 = off
 
     def __post_init__(self) -> None:
         if not self.db_path:
@@ -76,6 +77,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         "heartbeat_max_age_s": _num(env, "QF_API_HEARTBEAT_MAX_AGE_S", 30.0),
         "query_time_limit_ms": int(_num(env, "QF_API_QUERY_TIME_LIMIT_MS", 500, int)),
         "replica_url": env.get("QF_API_REPLICA_URL", ""),
+        "cache_ttl_s": _num(env, "QF_API_CACHE_TTL_S", 2.0),
         "fresh_connections": env.get("QF_API_FRESH_CONNECTIONS", "") in ("1", "true", "yes"),
         "cursor_key": (env.get("QF_API_CURSOR_KEY") or DEFAULT_CURSOR_KEY).encode(),
         "calendar": CalendarConfig(
