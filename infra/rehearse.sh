@@ -166,13 +166,23 @@ STEP="worker under Litestream"
 export QF_SYMBOLS=btcusdt QF_MARKET=spot QF_HEALTH_PORT=$WORKER_HEALTH_PORT
 export QF_BINANCE_SPOT_WS="ws://127.0.0.1:$BINANCE_PORT" QF_BINANCE_SPOT_REST="http://127.0.0.1:$BINANCE_PORT"
 export QF_PUBLISH_SOCKET="$WORK/worker/feed.sock"
-# Loopback only, and no Shabbat pause: a rehearsal run on a Friday evening must still trade.
+# Loopback only; no Shabbat pause (a rehearsal run on a Friday evening must still trade); a short
+# warm-up (production's is a minute of samples) so a rehearsal of a minute or two sees trades. The
+# strategy's own tests judge its parameters, not this file.
 cat >"$WORK/worker.toml" <<'TOML'
 [health]
 host = "127.0.0.1"
 
 [calendar]
 enabled = false
+
+[features]
+vol_warmup_samples = 5
+
+[strategy]
+warmup_samples = 5
+norm_halflife_s = 10.0
+entry_threshold = 1.5
 TOML
 export QF_CONFIG="$WORK/worker.toml"
 QF_DB="$WORK/worker/quantumflow.db" start_group worker \
