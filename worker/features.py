@@ -263,6 +263,7 @@ class Features:
         "config",
         "events",
         "last",
+        "levels",
         "symbol",
         "vol_ns",
         "window_buckets",
@@ -274,6 +275,7 @@ class Features:
         self.bucket_ns = config.bucket_ms * _NS_PER_MS
         self.vol_ns = config.vol_sample_ms * _NS_PER_MS
         self.window_buckets = tuple(w // config.bucket_ms for w in config.windows_ms)
+        self.levels = config.levels
         self._cap = self.window_buckets[-1]
         # keep = 1 - alpha per vol sample, from the half-life in samples
         self._keep = 0.5 ** (config.vol_sample_ms / (config.vol_halflife_s * 1000.0))
@@ -342,8 +344,6 @@ class Features:
         """Fold in the grid samples passed since the last book event (the mid was constant meanwhile)."""
         g = ts_ns // self.vol_ns
         last_g = self._vol_g
-        if g == last_g:
-            return
         self._vol_g = g
         mid2 = self._mid2  # the mid that prevailed at the grid points just passed
         if last_g < 0 or not mid2:
@@ -373,8 +373,9 @@ class Features:
         Returns the new vector, or None while a side is empty (no mid, nothing to trade on).
         """
         ts_ns = self._advance(ts_ns)
-        self._sample_vol(ts_ns)
-        n = self.config.levels
+        if ts_ns // self.vol_ns != self._vol_g:
+            self._sample_vol(ts_ns)
+        n = self.levels
         bids = book.top_bids(n)
         asks = book.top_asks(n)
         if not bids or not asks:

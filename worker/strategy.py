@@ -166,18 +166,21 @@ class Strategy:
 
     __slots__ = (
         "_alpha",
+        "_center",
         "_cool_ns",
         "_depth",
         "_entry_ts",
         "_g",
         "_hold_ns",
         "_keep",
+        "_last_fv",
         "_last_key",
         "_last_ns",
         "_last_pos",
-        "_last_raw",
         "_m",
+        "_ready",
         "_samples",
+        "_scale",
         "_v",
         "_window",
         "_zscore",
@@ -212,7 +215,10 @@ class Strategy:
         self._m = 0.0  # EWMA mean of the window OFI (zscore)
         self._v = 0.0  # EWMA variance
         self._depth = 0.0  # EWMA depth per side (depth)
-        self._last_raw: tuple[int, float] | None = None  # (window OFI, depth) at the last event
+        self._last_fv: FeatureVector | None = None  # the last event's vector: its values held at the grid
+        self._center = 0.0
+        self._scale = 0.0
+        self._ready = False
         self._entry_ts = 0
         self._last_pos = 0
         self._last_key: tuple[SignalKind, Side, int] | None = None
@@ -226,11 +232,12 @@ class Strategy:
         """Grid point(s) passed: fold in the values that prevailed there (those of the last event)."""
         last_g = self._g
         self._g = g
-        raw = self._last_raw
-        if last_g < 0 or raw is None:
+        last = self._last_fv
+        if last_g < 0 or last is None:
             return
         k = g - last_g
-        x, depth = raw
+        x = last.cum_ofi - last.starts[self._window][OFI]
+        depth = (last.bid_depth + last.ask_depth) / 2
         keep, alpha = self._keep, self._alpha
         if self._samples == 0:
             self._m, self._v, self._depth = float(x), 0.0, depth
@@ -246,15 +253,19 @@ class Strategy:
             self._v = w * self._v + w * (1 - w) * d * d
             self._depth = depth - w * (depth - self._depth)
         self._samples += k
+        # score = (x - center) * scale; scale 0 = not computable yet (no spread of values, no depth)
+        if self._zscore:
+            self._center = self._m
+            self._scale = 1.0 / math.sqrt(self._v) if self._v > 0.0 else 0.0
+        else:
+            self._scale = 1.0 / self._depth if self._depth > 0.0 else 0.0
+        self._ready = self._samples >= self.config.warmup_samples and self._scale > 0.0
 
     def score(self, fv: FeatureVector) -> float | None:
         """The normalized OFI of this vector under the current state; None until it can be computed."""
-        x = fv.cum_ofi - fv.starts[self._window][OFI]
-        if self._zscore:
-            if self._v <= 0.0:
-                return None
-            return (x - self._m) / math.sqrt(self._v)
-        return x / self._depth if self._depth > 0.0 else None
+        if self._scale <= 0.0:
+            return None
+        return (fv.cum_ofi - fv.starts[self._window][OFI] - self._center) * self._scale
 
     def on_features(
         self,
@@ -269,25 +280,20 @@ class Strategy:
         (when the position was opened) defaults to the first event this strategy saw it."""
         if ts_ns is None:
             ts_ns = fv.ts_ns
-        g = ts_ns // self.sample_ns
-        if g != self._g:
-            self._sample(g)
-        x = fv.cum_ofi - fv.starts[self._window][OFI]
-        self._last_raw = (x, (fv.bid_depth + fv.ask_depth) / 2)
-
+        if ts_ns // self.sample_ns != self._g:
+            self._sample(ts_ns // self.sample_ns)
+        self._last_fv = fv
         if position_lots != self._last_pos:
-            if position_lots == 0 or (self._last_pos == 0) or (position_lots > 0) != (self._last_pos > 0):
+            last = self._last_pos
+            if not position_lots or not last or (position_lots > 0) != (last > 0):
                 self._entry_ts = ts_ns
             self._last_pos = position_lots
             self._last_key = None  # the position moved: the last request was served
         if entry_ts_ns is not None:
             self._entry_ts = entry_ts_ns
-
-        if self._samples < self.config.warmup_samples or not fv.warm:
+        if not self._ready or not fv.warm:
             return None
-        score = self.score(fv)
-        if score is None:
-            return None
+        score = (fv.cum_ofi - fv.starts[self._window][OFI] - self._center) * self._scale
         cfg = self.config
         if position_lots:
             return self._exit(fv, score, position_lots, entry_price_ticks, ts_ns)

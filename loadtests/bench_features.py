@@ -1,0 +1,154 @@
+"""Per-event cost of the signal path: `Features.on_book` + `Strategy.on_features` per applied depth frame.
+
+Usage: `python loadtests/bench_features.py [--json] [--repeat N] [FILE ...]` (default: both recordings).
+
+What is measured: the real recordings are replayed through the real parser and `SymbolBook`
+(`signal_study.replay`); around each applied depth event, `perf_counter_ns` times exactly
+`features.on_book(book, ts)` plus `strategy.on_features(fv, position, entry, ts)` (the strategy sees a
+flat position, so it evaluates its entry path, the common case). Trades are timed separately
+(`on_trade`). Parsing and the book are outside the timer: `loadtests/bench_book.py` measures them, and
+measures the whole hot path once the engine runs features and strategy.
+
+Memory: after the timed pass, the same event stream (book tops captured per event) is fed `--repeat`
+more times into the same Features/Strategy, shifted forward in time; the growth of
+`sys.getallocatedblocks()` over the last pass should be about 0 (constant memory, whatever the length).
+
+Targets (issue 3): features + strategy <= 5 µs median and <= 30 µs p99 per depth frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from array import array
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from loadtests.signal_study import DEFAULT_FILES, replay  # noqa: E402
+from worker.features import FeatureConfig, Features  # noqa: E402
+from worker.strategy import Strategy, StrategyConfig  # noqa: E402
+
+
+def percentile(values: array, q: float) -> int:
+    if not values:
+        return 0
+    return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
+
+
+class _Frozen:
+    """An OrderBook-shaped view of one recorded top, so memory passes replay without a book."""
+
+    __slots__ = ("asks", "bids")
+
+    def top_bids(self, k: int) -> list:
+        return self.bids[:k]
+
+    def top_asks(self, k: int) -> list:
+        return self.asks[:k]
+
+
+def bench(path: Path, repeat: int) -> dict:
+    """Phase 1 times the live replay against the real book; phase 2 checks memory over `repeat` passes."""
+    fconfig = FeatureConfig()
+    n = fconfig.levels
+    features = Features("BTCUSDT", fconfig)
+    strategy = Strategy("BTCUSDT", fconfig.windows_ms, StrategyConfig())
+    perf = time.perf_counter_ns
+    on_book, on_trade, on_features = features.on_book, features.on_trade, strategy.on_features
+    book_ns = array("q")
+    trade_ns = array("q")
+    events: list[tuple] = []
+    signals = 0
+    gc.collect()
+    for kind, obj, ts in replay(path):
+        if kind == "book":
+            t0 = perf()
+            fv = on_book(obj.book, ts)
+            if fv is not None and on_features(fv, 0, None, ts) is not None:
+                signals += 1
+            book_ns.append(perf() - t0)
+            events.append(("book", (obj.book.top_bids(n), obj.book.top_asks(n)), ts))
+        elif kind == "trade":
+            t0 = perf()
+            on_trade(obj)
+            trade_ns.append(perf() - t0)
+            events.append(("trade", obj, ts))
+
+    # phase 2: the same stream again and again, time shifted, into the same objects
+    span = events[-1][2] - events[0][2] + 1_000_000_000
+    view = _Frozen()
+    blocks_start = 0
+    for p in range(1, repeat + 1):
+        shift = p * span
+        if p == repeat:
+            gc.collect()
+            blocks_start = sys.getallocatedblocks()
+        for kind, obj, ts in events:
+            if kind == "book":
+                view.bids, view.asks = obj
+                fv = on_book(view, ts + shift)
+                if fv is not None:
+                    on_features(fv, 0, None, ts + shift)
+            else:
+                on_trade(replace(obj, recv_ns=obj.recv_ns + shift))
+    gc.collect()
+    blocks = sys.getallocatedblocks() - blocks_start
+    sb = array("q", sorted(book_ns))
+    st = array("q", sorted(trade_ns))
+    return {
+        "file": path.name,
+        "depth_events": len(sb),
+        "trades": len(st),
+        "signals": signals,
+        "book_p50_ns": percentile(sb, 0.5),
+        "book_p99_ns": percentile(sb, 0.99),
+        "book_p999_ns": percentile(sb, 0.999),
+        "book_max_ns": sb[-1] if sb else 0,
+        "book_mean_ns": sum(sb) // max(len(sb), 1),
+        "trade_p50_ns": percentile(st, 0.5),
+        "trade_p99_ns": percentile(st, 0.99),
+        "memory_passes": repeat,
+        "blocks_last_pass": blocks,
+        "blocks_per_event": blocks / max(len(events), 1),
+    }
+
+
+def render(r: dict) -> str:
+    return (
+        f"{r['file']}: {r['depth_events']:,} depth events, {r['trades']:,} trades, {r['signals']} signals\n"
+        f"  features+strategy per depth frame: p50 {r['book_p50_ns'] / 1000:.2f} µs"
+        f"  p99 {r['book_p99_ns'] / 1000:.2f} µs  p99.9 {r['book_p999_ns'] / 1000:.2f} µs"
+        f"  max {r['book_max_ns'] / 1000:.1f} µs  mean {r['book_mean_ns'] / 1000:.2f} µs"
+        f"  (targets p50 <= 5, p99 <= 30)\n"
+        f"  on_trade: p50 {r['trade_p50_ns'] / 1000:.2f} µs  p99 {r['trade_p99_ns'] / 1000:.2f} µs;"
+        f"  memory: {r['blocks_last_pass']:+d} blocks over pass {r['memory_passes']} of the same stream"
+        f" ({r['blocks_per_event']:+.5f}/event)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", type=Path)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    files = args.files or DEFAULT_FILES
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        print(f"recording not found: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    for path in files:
+        result = bench(path, max(1, args.repeat))
+        print(json.dumps(result) if args.json else render(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
