@@ -71,9 +71,7 @@ def placeholder(title: str, message: str) -> bytes:
     fig, (ax,) = _figure()
     ax.set_title(title)
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=11, color="0.35")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.grid(False)
+    ax.set_axis_off()
     return _png(fig)
 
 

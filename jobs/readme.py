@@ -35,7 +35,7 @@ def _utc(seconds: int | None) -> str:
 def _pct(value: float | None, signed: bool = True) -> str:
     if value is None:
         return "n/a"
-    return f"{value:+.2%}" if signed else f"{value:.1%}"
+    return f"{value:+.2%}" if signed and value else f"{value:.2%}" if signed else f"{value:.1%}"
 
 
 def _num(value: float | None, fmt: str = "+.2f", suffix: str = "") -> str:
@@ -44,7 +44,9 @@ def _num(value: float | None, fmt: str = "+.2f", suffix: str = "") -> str:
 
 def stats_rows(data: ReportData) -> list[tuple[str, str]]:
     s, t, q = data.stats, data.totals, data.quote
-    res = f"{s.periods:,} returns of {s.period_s:,} s" if s.periods else "no returns yet"
+    res = (
+        f"{s.periods:,} return{'s' * (s.periods != 1)} of {s.period_s:,} s" if s.periods else "no returns yet"
+    )
     rows = [
         ("Period", f"{_utc(data.first_s)} → {_utc(data.last_s)}"),
         ("Total return", _pct(s.total_return)),
