@@ -705,11 +705,17 @@ def _component(section: str, module: str, cls_name: str, values: dict[str, Any])
         factory = getattr(cls, name, None)
         if factory is not None:
             return _section(section, lambda f=factory: f(values))
-    known = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set(values)
+    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    known = set(fields) if fields else set(values)
     unknown = sorted(set(values) - known)
     if unknown:
         allowed = f"a known key of [{section}]: {', '.join(sorted(known))}"
         raise ConfigError(f"{section}.{unknown[0]}", allowed)
+    values = dict(values)
+    for name, value in values.items():  # money stays exact: a Decimal field takes 10000 or "10000.50"
+        f = fields.get(name)
+        if f is not None and isinstance(f.default, Decimal):
+            values[name] = coerce(f"{section}.{name}", value, Key("decimal", f.default))
     made = _section(section, lambda: cls(**values))
     validate = getattr(made, "validate", None)
     if callable(validate):
