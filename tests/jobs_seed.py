@@ -14,7 +14,7 @@ from worker.events import Market
 from worker.instruments import DEFAULT_INSTRUMENTS
 from worker.orders import Fill, Liquidity, OrderType, Side, TimeInForce, fill, new_order
 from worker.store import records
-from worker.store.writer import RunInfo, StoreWriter
+from worker.store.writer import RunInfo, StoreWriter, WriterConfig
 
 INSTRUMENT = DEFAULT_INSTRUMENTS[(Market.SPOT, "BTCUSDT")]
 T0 = 1_723_161_240_000_000_000  # 2024-08-08T23:54Z, the recordings' start
@@ -22,11 +22,22 @@ NS = 1_000_000_000
 HORIZONS_MS = (1_000, 5_000, 30_000)
 
 
-async def seed(path, *, hours: int = 30, trades: int = 120, signals: int = 400, seed: int = 7) -> dict:
+async def seed(
+    path,
+    *,
+    hours: int = 30,
+    trades: int = 120,
+    signals: int = 400,
+    seed: int = 7,
+    retention_s: int | None = None,
+) -> dict:
     """Equity once a minute for `hours`, `trades` round trips (buy then sell), markouts, signals with
     outcomes. Returns the expected counts."""
     rng = np.random.default_rng(seed)
-    writer = StoreWriter(path, [INSTRUMENT], RunInfo("test", "test", "seed"))
+    config = (
+        WriterConfig() if retention_s is None else WriterConfig(retention_s=retention_s, retention_every_s=60)
+    )
+    writer = StoreWriter(path, [INSTRUMENT], RunInfo("test", "test", "seed"), config)
     await writer.start()
     equity = 10_000 * 10**8
     cash = equity

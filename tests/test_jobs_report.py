@@ -131,6 +131,22 @@ def test_statistics_agree_with_the_raw_rows(seeded_db: Path) -> None:
     conn.close()
 
 
+def test_equity_resolution_is_the_finest_complete_one(seeded_db: Path, tmp_path: Path) -> None:
+    conn = sqlite3.connect(f"file:{seeded_db}?mode=ro", uri=True)
+    assert stats.read_equity(conn).resolution_s == 1  # 1800 raw samples, all kept
+    assert stats.read_equity(conn, max_points=1000).resolution_s == 3600  # 1800 minute bars: too many
+    conn.close()
+    # Retention deleted the raw samples older than an hour: 1 s rows no longer cover the history.
+    trimmed = tmp_path / "trimmed.db"
+    asyncio.run(seed(trimmed, hours=4, trades=10, signals=10, retention_s=3600))
+    conn = sqlite3.connect(f"file:{trimmed}?mode=ro", uri=True)
+    raw = conn.execute("SELECT count(*) FROM equity_bars WHERE resolution_s = 1").fetchone()[0]
+    assert 0 < raw < 240
+    equity = stats.read_equity(conn)
+    assert equity.resolution_s == 60 and equity.close.size == 240
+    conn.close()
+
+
 def test_second_run_changes_no_byte_and_rewrites_nothing(seeded_db: Path, tmp_path: Path) -> None:
     args = [
         "--db",
