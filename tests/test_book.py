@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from worker import book as book_module
 from worker.book import DiffResult, OrderBook, SnapshotResult, SymbolBook, SyncState
 from worker.events import DepthDiff, DepthSnapshot, Level, Market
 from worker.instruments import Instrument
@@ -73,28 +74,38 @@ def test_deleting_an_absent_level_changes_nothing() -> None:
     assert book.bids() == BIDS and book.asks() == ASKS
 
 
-@settings(max_examples=150, deadline=None)
+@pytest.fixture(params=["wide band", "narrow band"])
+def band(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The narrow band keeps only 2 to 6 levels sorted, so refills and trims happen all the time."""
+    if request.param == "narrow band":
+        monkeypatch.setattr(book_module, "_BAND_MIN", 2)
+        monkeypatch.setattr(book_module, "_BAND_TARGET", 4)
+        monkeypatch.setattr(book_module, "_BAND_MAX", 6)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     depth=st.integers(1, 6),
     snapshot=st.tuples(
-        st.dictionaries(st.integers(1, 40), st.integers(1, 9), max_size=25),
-        st.dictionaries(st.integers(41, 80), st.integers(1, 9), max_size=25),
+        st.dictionaries(st.integers(1, 40), st.integers(1, 9), max_size=30),
+        st.dictionaries(st.integers(41, 80), st.integers(1, 9), max_size=30),
     ),
     steps=st.lists(
         st.tuples(
-            st.lists(st.tuples(st.integers(1, 40), st.integers(0, 9)), max_size=8),
-            st.lists(st.tuples(st.integers(41, 80), st.integers(0, 9)), max_size=8),
+            st.lists(st.tuples(st.integers(1, 40), st.integers(0, 9)), max_size=12),
+            st.lists(st.tuples(st.integers(41, 80), st.integers(0, 9)), max_size=12),
             st.booleans(),
         ),
         max_size=30,
     ),
 )
-def test_order_book_matches_a_naive_model(depth: int, snapshot: tuple, steps: list) -> None:
+def test_order_book_matches_a_naive_model(band: None, depth: int, snapshot: tuple, steps: list) -> None:
     bids, asks = dict(snapshot[0]), dict(snapshot[1])
     book = OrderBook(SPOT, depth=depth)
     book.load(sorted(bids.items()), sorted(asks.items()), 1)
     for bid_changes, ask_changes, query in steps:
         book.apply(bid_changes, ask_changes)
+        assert book.consistent()
         for side, changes in ((bids, bid_changes), (asks, ask_changes)):
             for price, qty in changes:
                 if qty:
@@ -279,9 +290,9 @@ def venue_history(data: st.DataObject, market: Market) -> tuple[list[DepthDiff],
 
 
 @pytest.mark.parametrize("market", [Market.SPOT, Market.USDM])
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_a_live_book_always_equals_the_venue(market: Market, data: st.DataObject) -> None:
+def test_a_live_book_always_equals_the_venue(band: None, market: Market, data: st.DataObject) -> None:
     instrument = SPOT if market is Market.SPOT else USDM
     events, states = venue_history(data, market)
     ids = sorted(states)

@@ -45,6 +45,11 @@ DEFAULT_DEPTH = 5
 DEFAULT_MAX_BUFFER = 5000
 _NO_FLOOR = 0  # prices are > 0: every bid change touches the top when the side has < N levels
 _NO_CEILING = 1 << 62
+# The sorted band: refilled from the dict when it falls below _BAND_MIN levels, trimmed back to
+# _BAND_TARGET when it grows past _BAND_MAX. _BAND_MIN must stay above any metrics depth in use.
+_BAND_TARGET = 256
+_BAND_MIN = 32
+_BAND_MAX = 1024
 
 
 class OrderBook:
@@ -52,12 +57,15 @@ class OrderBook:
 
     __slots__ = (
         "_ask_ceiling",
+        "_ask_high",
         "_ask_keys",
         "_asks",
         "_bid_floor",
         "_bid_keys",
+        "_bid_low",
         "_bids",
         "_cache",
+        "band_refills",
         "depth",
         "instrument",
         "last_update_id",
@@ -71,10 +79,14 @@ class OrderBook:
         self.depth = depth
         self.last_update_id = 0
         self.top_version = 0  # bumps whenever the top `depth` levels of either side may have changed
+        self.band_refills = 0
         self._bids: dict[int, int] = {}
         self._asks: dict[int, int] = {}
+        # Sorted keys cover only the band near the top: bids >= _bid_low, asks <= _ask_high.
         self._bid_keys: list[int] = []  # ascending: best bid last
         self._ask_keys: list[int] = []  # negated ask prices ascending: best ask last
+        self._bid_low = _NO_FLOOR
+        self._ask_high = _NO_CEILING
         self._bid_floor = _NO_FLOOR
         self._ask_ceiling = _NO_CEILING
         self._cache: dict[tuple[str, int], float | None] = {}
@@ -85,6 +97,8 @@ class OrderBook:
         self._asks.clear()
         self._bid_keys.clear()
         self._ask_keys.clear()
+        self._bid_low = _NO_FLOOR
+        self._ask_high = _NO_CEILING
         self.last_update_id = 0
         self._touched()
 
@@ -92,43 +106,82 @@ class OrderBook:
         """Replace the whole book (a snapshot). Zero quantities are skipped; later duplicates win."""
         self._bids = {p: q for p, q in bids if q}
         self._asks = {p: q for p, q in asks if q}
-        self._bid_keys = sorted(self._bids)
-        self._ask_keys = sorted(-p for p in self._asks)
+        self._rebuild_bids()
+        self._rebuild_asks()
         self.last_update_id = last_update_id
         self._touched()
 
     def apply(self, bids: list[Level], asks: list[Level]) -> bool:
-        """Apply absolute level quantities (0 deletes). True when the top `depth` of a side changed."""
+        """Apply absolute level quantities (0 deletes). True when the top `depth` of a side changed.
+
+        Per level: one dict operation, plus one bisect only when a level inside the band appears or
+        disappears. Levels outside the band live in the dict alone.
+        """
         touched = False
         if bids:
-            book, keys, floor = self._bids, self._bid_keys, self._bid_floor
+            book, keys, floor, low = self._bids, self._bid_keys, self._bid_floor, self._bid_low
             for price, qty in bids:
                 if qty:
-                    if price not in book:
+                    if price not in book and price >= low:
                         insort(keys, price)
                     book[price] = qty
                     if price >= floor:
                         touched = True
-                elif book.pop(price, 0):
+                elif book.pop(price, 0) and price >= low:
                     del keys[bisect_left(keys, price)]
                     if price >= floor:
                         touched = True
+            size = len(keys)
+            if size < _BAND_MIN and len(book) > size:
+                self._rebuild_bids()
+            elif size > _BAND_MAX:
+                cut = size - _BAND_TARGET
+                self._bid_low = keys[cut]
+                del keys[:cut]
         if asks:
-            book, keys, ceiling = self._asks, self._ask_keys, self._ask_ceiling
+            book, keys, ceiling, high = self._asks, self._ask_keys, self._ask_ceiling, self._ask_high
             for price, qty in asks:
                 if qty:
-                    if price not in book:
+                    if price not in book and price <= high:
                         insort(keys, -price)
                     book[price] = qty
                     if price <= ceiling:
                         touched = True
-                elif book.pop(price, 0):
+                elif book.pop(price, 0) and price <= high:
                     del keys[bisect_left(keys, -price)]
                     if price <= ceiling:
                         touched = True
+            size = len(keys)
+            if size < _BAND_MIN and len(book) > size:
+                self._rebuild_asks()
+            elif size > _BAND_MAX:
+                cut = size - _BAND_TARGET
+                self._ask_high = -keys[cut]
+                del keys[:cut]
         if touched:
             self._touched()
         return touched
+
+    def _rebuild_bids(self) -> None:
+        """Refill the band from the dict (after a snapshot, or when deletes at the top emptied it)."""
+        keys = sorted(self._bids)
+        if len(keys) > _BAND_TARGET:
+            keys = keys[-_BAND_TARGET:]
+            self._bid_low = keys[0]
+        else:
+            self._bid_low = _NO_FLOOR
+        self._bid_keys = keys
+        self.band_refills += 1
+
+    def _rebuild_asks(self) -> None:
+        keys = sorted(self._asks)
+        if len(keys) > _BAND_TARGET:
+            keys = keys[:_BAND_TARGET]
+            self._ask_high = keys[-1]
+        else:
+            self._ask_high = _NO_CEILING
+        self._ask_keys = [-p for p in reversed(keys)]
+        self.band_refills += 1
 
     def _touched(self) -> None:
         n = self.depth
@@ -138,6 +191,18 @@ class OrderBook:
         self.top_version += 1
         if self._cache:
             self._cache.clear()
+
+    def consistent(self) -> bool:
+        """The band invariants hold (tests call this; it is O(n log n), never on the hot path)."""
+        low, high = self._bid_low, self._ask_high
+        bids_ok = self._bid_keys == sorted(p for p in self._bids if p >= low)
+        asks_ok = self._ask_keys == sorted(-p for p in self._asks if p <= high)
+        filled = all(
+            len(keys) >= min(len(side), _BAND_MIN)
+            for keys, side in ((self._bid_keys, self._bids), (self._ask_keys, self._asks))
+        )
+        no_zero = 0 not in self._bids.values() and 0 not in self._asks.values()
+        return bids_ok and asks_ok and filled and no_zero
 
     # --- reads ---
     def __len__(self) -> int:
@@ -179,18 +244,26 @@ class OrderBook:
 
     def top_bids(self, n: int) -> list[Level]:
         book = self._bids
-        return [(p, book[p]) for p in reversed(self._bid_keys[-n:])] if n > 0 else []
+        if n <= 0:
+            return []
+        if n > len(self._bid_keys) and len(book) > len(self._bid_keys):  # beyond the band: sort all
+            return [(p, book[p]) for p in sorted(book, reverse=True)[:n]]
+        return [(p, book[p]) for p in reversed(self._bid_keys[-n:])]
 
     def top_asks(self, n: int) -> list[Level]:
         book = self._asks
-        return [(-k, book[-k]) for k in reversed(self._ask_keys[-n:])] if n > 0 else []
+        if n <= 0:
+            return []
+        if n > len(self._ask_keys) and len(book) > len(self._ask_keys):
+            return [(p, book[p]) for p in sorted(book)[:n]]
+        return [(-k, book[-k]) for k in reversed(self._ask_keys[-n:])]
 
     def bids(self) -> list[Level]:
         """Every bid level, best first (for checks and tests, not the hot path)."""
-        return self.top_bids(len(self._bid_keys))
+        return self.top_bids(len(self._bids))
 
     def asks(self) -> list[Level]:
-        return self.top_asks(len(self._ask_keys))
+        return self.top_asks(len(self._asks))
 
     def bid_qty(self, price: int) -> int:
         return self._bids.get(price, 0)
@@ -213,9 +286,13 @@ class OrderBook:
         cache = self._cache
         if key in cache:
             return cache[key]
-        bids, asks = self._bids, self._asks
-        bid_vol = sum(bids[p] for p in self._bid_keys[-n:]) if n > 0 else 0
-        ask_vol = sum(asks[-k] for k in self._ask_keys[-n:]) if n > 0 else 0
+        if n <= _BAND_MIN:
+            bids, asks = self._bids, self._asks
+            bid_vol = sum(bids[p] for p in self._bid_keys[-n:]) if n > 0 else 0
+            ask_vol = sum(asks[-k] for k in self._ask_keys[-n:]) if n > 0 else 0
+        else:
+            bid_vol = sum(q for _, q in self.top_bids(n))
+            ask_vol = sum(q for _, q in self.top_asks(n))
         total = bid_vol + ask_vol
         value = (bid_vol - ask_vol) / total if total else None
         if n <= self.depth:  # deeper values are not covered by the invalidation rule
