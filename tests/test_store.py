@@ -12,6 +12,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.store_proc import INSTRUMENT, outputs_for
 from worker.orders import Fill, Liquidity, OrderType, Side, TimeInForce, cancel, fill, new_order
@@ -629,3 +631,38 @@ async def test_optional_retention_of_signals_and_approved_decisions(tmp_path: Pa
     verdicts = conn.execute("SELECT verdict, count(*) FROM risk_decisions GROUP BY 1 ORDER BY 1").fetchall()
     assert verdicts == [("approved", 2), ("denied", 3)]  # denials are never deleted
     conn.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([Side.BUY, Side.SELL]), st.integers(1, 50), st.integers(590_000, 610_000)),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(0, 3),
+)
+def test_any_fill_sequence_stores_positions_and_totals_equal_to_the_portfolio_rebuild(
+    tmp_path_factory: pytest.TempPathFactory, trades: list[tuple[Side, int, int]], restarts: int
+) -> None:
+    """Whatever the fills (and however many restarts in between), the stored positions, the running totals,
+    the store's ledger and `worker.portfolio.rebuild_from_fills` agree to the last 1e-8."""
+    path = tmp_path_factory.mktemp("prop") / "w.db"
+
+    async def run() -> None:
+        chunk = max(1, len(trades) // (restarts + 1))
+        for start in range(0, len(trades), chunk):
+            writer = await started(path)
+            for i, (side, qty, price) in enumerate(trades[start : start + chunk], start=start + 1):
+                order = new_order(i, "BTCUSDT", side, OrderType.LIMIT, TimeInForce.IOC, qty, price, T0 + i)
+                writer.submit(records.OrderUpdate(order, T0 + i))
+                writer.submit(a_fill(i, i, side, price, qty, T0 + i, fee=qty * 3))
+                writer.submit(records.OrderUpdate(fill(order, qty), T0 + i))
+            await writer.close()
+
+    asyncio.run(run())
+    code, report = run_check(path)
+    assert code == 0 and report["portfolio_rebuild"] == "ok", report
+    assert report["fills"] == len(trades)
+    net = sum(int(side) * qty for side, qty, _ in trades)
+    assert report["positions"]["usdm:BTCUSDT"]["qty"] == net
