@@ -1,10 +1,14 @@
 """The local L2 order book of one symbol, and Binance's documented procedure that keeps it exact.
 
 `OrderBook` is the book and nothing else:
-- Each side is a dict price -> quantity (integer ticks -> integer lots) plus a sorted key list kept with
-  `bisect` only when a level appears or disappears; a quantity change is one dict store.
+- Each side is a dict price -> quantity (integer ticks -> integer lots), the whole truth, plus a sorted
+  key list that covers only a BAND of the best levels (`_BAND_TARGET`, refilled from the dict when
+  deletes at the top shrink it below `_BAND_MIN`, trimmed when it grows past `_BAND_MAX`). A quantity
+  change is one dict store; a level appearing or disappearing costs one `bisect` only inside the band.
+  Binance diffs touch far levels all the time (on the spot recording ~70% of the level adds/removes
+  in the largest diffs are more than 64 levels deep); those now cost a dict operation alone.
 - Both key lists keep the BEST price at the END (bids ascending; asks as negated prices ascending), so the
-  common insert/delete near the top moves few list items.
+  common insert/delete near the top moves few list items. `consistent()` checks the band invariants.
 - A level with quantity 0 does not exist. Levels beyond the snapshot's depth stay as Binance last told
   us until a diff touches them (Binance documents the same).
 - Top-N metrics (imbalance, microprice, top levels) are cached and invalidated only when a change lands
