@@ -5,8 +5,11 @@ Design and invariants:
   recommendation), `busy_timeout=5000` (Litestream takes short write locks when it checkpoints), and
   `wal_autocheckpoint=0`: Litestream's tips disable the application's automatic checkpoints on busy
   databases and let Litestream checkpoint (it does, every `min-checkpoint-page-count` pages / minute).
-  Without Litestream the writer runs a PASSIVE checkpoint itself once the WAL passes a size limit, so the
-  WAL stays bounded either way (see `StoreWriter`).
+  Without Litestream the writer runs a PASSIVE checkpoint itself once the WAL passes
+  `WriterConfig.wal_checkpoint_bytes` (64 MB), so the WAL stays bounded either way. Under Litestream that
+  threshold is far above Litestream's own 1000-page (~4 MB) checkpoints, so it only acts when Litestream
+  is not checkpointing; Litestream 0.5 then notices the WAL moved under it and takes a fresh snapshot
+  (litestream#1198): a cost, never a corrupt replica.
 - The schema is checked BEFORE anything is written: a newer version, another application's file or a
   corrupt file raises `StoreError` and the file is left byte-for-byte as it was.
 - A directory or file we cannot write (read-only volume) is refused with a clear message up front.
