@@ -442,7 +442,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "window", {"type": "string", "pattern": "^[0-9]{1,4}[smhd]$"}, "e.g. 1h, 24h, 7d, 30d"
                 ),
                 _param(
-                    "points", {"type": "integer", "minimum": 2, "maximum": 2000, "default": 300}, "points"
+                    "points", {"type": "integer", "minimum": 2, "maximum": 2000, "default": 120}, "points"
                 ),
                 _param(
                     "resolution", {"type": "string", "enum": ["auto", "1", "60", "3600"]}, "source rollup"

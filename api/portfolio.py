@@ -6,8 +6,9 @@ Design and invariants:
 - Equity series: the coarsest stored resolution that still gives the `points` asked for (3600 s, then
   60 s, then 1 s when the raw samples still cover the range), then grouped in SQL into buckets of
   `step_s` (a multiple of the resolution, aligned to the epoch so buckets do not jitter between
-  refreshes). A 30-day chart reads ~720 hourly bars; a 7-day one ~10k minute bars; a 1-hour one 3,600
-  raw samples: all bounded, none grows with the database.
+  refreshes). With the default 120 points a 30-day chart reads 720 hourly bars, a 7-day one 168, a
+  24-hour one 1,440 minute bars and a 1-hour one 3,600 raw samples: bounded by the window and the points
+  asked for (at most 60 x points rows), never by the size of the database.
 - Open/close of a grouped bucket are its first/last bar's (two primary-key lookups per bucket); high and
   low, the worst drawdown inside the bucket and the sample count are aggregates.
 - Unrealized P&L marks each position at the latest mid (`book_top_latest`); exact integer money,
@@ -30,6 +31,7 @@ from api.params import bad_param
 
 RESOLUTIONS = (3600, 60, 1)
 DEFAULT_WINDOW_S = 86_400
+DEFAULT_POINTS = 120  # a chart's worth; keeps every window but the shortest on 60 s or 1 h bars
 MAX_WINDOW_S = 400 * 86_400
 HOURS_PER_YEAR = 24 * 365
 
@@ -228,7 +230,7 @@ ORDER BY g.k
 
 async def equity(request: Request) -> JSON:
     q = query(request, ("from", "to", "window", "points", "resolution"))
-    points = q.integer("points", 300, 2, 2000)
+    points = q.integer("points", DEFAULT_POINTS, 2, 2000)
     assert points is not None
     wanted = q.choice("resolution", ("auto", "1", "60", "3600"))
     q.time_range()

@@ -14,6 +14,8 @@
    - mix at 200 req/s: the same mix paced to a steady 200 requests/s (p99 target < 25 ms);
    - ranges: equity over 1 h / 24 h / 7 d / 30 d at a steady rate, named apart (long ranges should
      answer as fast as short ones because they read coarser rollups).
+   The API runs twice per load shape: as deployed (response cache on, invalidated by any change of the
+   file) and with the cache off (every request queries SQLite), so both costs are visible.
 4. Prints requests/s, p50/p95/p99 and errors per run and per request name.
 """
 
@@ -64,13 +66,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(kind: str, db: Path, port: int) -> subprocess.Popen:
+def start_server(kind: str, db: Path, port: int, cache: bool = True) -> subprocess.Popen:
     if kind == "trivial":
         cmd = [sys.executable, __file__, "--serve-trivial", str(port)]
     else:
         cmd = [sys.executable, "-m", "api", "--db", str(db), "--port", str(port)]
         cmd += ["--heartbeat-max-age", "1e9"]
-    proc = subprocess.Popen(["taskset", "-c", "0", *cmd], cwd=ROOT, start_new_session=True)
+    env = {**os.environ, "QF_API_CACHE_TTL_S": "2" if cache else "0"}
+    proc = subprocess.Popen(["taskset", "-c", "0", *cmd], cwd=ROOT, env=env, start_new_session=True)
     path = "/trivial" if kind == "trivial" else "/api/v1/pnl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -96,7 +99,7 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 def run_locust(port: int, profile: str, users: int, duration: int, rate: float, out: Path) -> list[dict]:
-    prefix = out / f"{profile}-{int(rate)}"
+    prefix = out / f"{profile}-{int(rate)}-{time.monotonic_ns()}"
     env = {**os.environ, "QF_LOAD_PROFILE": profile, "QF_LOAD_RATE": str(rate)}
     cmd = [
         "taskset", "-c", "1", sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"),
@@ -168,18 +171,21 @@ def main() -> int:
     out = Path(tempfile.mkdtemp(prefix="qf_locust_"))
     results: dict[str, dict] = {}
     runs = [
-        ("trivial Starlette endpoint, unpaced", "trivial", "trivial", args.users, 0.0),
-        ("API mix, unpaced (max load)", "api", "mix", args.users, 0.0),
-        ("API mix, paced at 200 req/s", "api", "mix", 50, 4.0),
-        ("API equity ranges, paced at 100 req/s", "api", "ranges", 20, 5.0),
+        ("trivial Starlette endpoint, unpaced", "trivial", "trivial", args.users, 0.0, True),
+        ("API mix, unpaced (max load)", "api", "mix", args.users, 0.0, True),
+        ("API mix, unpaced, cache off", "api", "mix", args.users, 0.0, False),
+        ("API mix, paced at 200 req/s", "api", "mix", 50, 4.0, True),
+        ("API mix, 200 req/s, cache off", "api", "mix", 50, 4.0, False),
+        ("API equity ranges, 100 req/s, cache off", "api", "ranges", 20, 5.0, False),
     ]
-    for title, kind, profile, users, rate in runs:
+    for title, kind, profile, users, rate, cache in runs:
         port = free_port()
-        server = start_server(kind, db, port)
+        server = start_server(kind, db, port, cache)
         try:
             results[title] = report(title, run_locust(port, profile, users, args.duration, rate, out))
         finally:
             stop_server(server)
+    print(f"\nlocust CSVs in {out}")
     print("\n== summary (" + TARGETS + ")")
     for title, agg in results.items():
         if agg:

@@ -13,6 +13,9 @@ Memory: after the timed pass, the same event stream (book tops captured per even
 more times into the same Features/Strategy, shifted forward in time; the growth of
 `sys.getallocatedblocks()` over the last pass should be about 0 (constant memory, whatever the length).
 
+`--engine` adds bench_book's measure (parse + `Engine.on_event` per depth frame) with and without the
+lead's `Trader` (features, strategy, risk, broker, portfolio), so the whole trading half is visible.
+
 Targets (issue 3): features + strategy <= 5 µs median and <= 30 µs p99 per depth frame.
 """
 
@@ -120,6 +123,42 @@ def bench(path: Path, repeat: int) -> dict:
     }
 
 
+def engine_hot_path(path: Path, with_trader: bool) -> dict:
+    """bench_book's measure (parse + `Engine.on_event` per depth frame), with or without the Trader
+    (features, strategy, risk, broker, portfolio): the difference is what the trading half adds."""
+    from worker.binance.parse import FrameParser, ParseError
+    from worker.binance.recording import RecordedFrame, default_snapshots_path, merged
+    from worker.engine import Engine
+    from worker.events import DepthDiff, Market
+    from worker.instruments import DEFAULT_INSTRUMENTS
+    from worker.trader import Trader
+
+    parser = FrameParser(DEFAULT_INSTRUMENTS)
+    market = Market.USDM if path.name.startswith("usdm") else Market.SPOT
+    trader = Trader([DEFAULT_INSTRUMENTS[(market, "BTCUSDT")]]) if with_trader else None
+    engine = Engine(DEFAULT_INSTRUMENTS, trader=trader)
+    perf = time.perf_counter_ns
+    depth_ns = array("q")
+    gc.collect()
+    for item in merged(path, default_snapshots_path(path)):
+        is_frame = type(item) is RecordedFrame
+        t0 = perf()
+        try:
+            if is_frame:
+                event = parser.parse_frame(item.frame, item.recv_ns)
+            else:
+                event = parser.parse_snapshot(item.body, item.symbol, item.market, item.recv_ns)
+        except ParseError:
+            continue
+        if event is not None:
+            engine.on_event(event)
+        elapsed = perf() - t0
+        if is_frame and type(event) is DepthDiff:
+            depth_ns.append(elapsed)
+    sd = array("q", sorted(depth_ns))
+    return {"p50_ns": percentile(sd, 0.5), "p99_ns": percentile(sd, 0.99)}
+
+
 def render(r: dict) -> str:
     return (
         f"{r['file']}: {r['depth_events']:,} depth events, {r['trades']:,} trades, {r['signals']} signals\n"
@@ -130,6 +169,14 @@ def render(r: dict) -> str:
         f"  on_trade: p50 {r['trade_p50_ns'] / 1000:.2f} µs  p99 {r['trade_p99_ns'] / 1000:.2f} µs;"
         f"  memory: {r['blocks_last_pass']:+d} blocks over pass {r['memory_passes']} of the same stream"
         f" ({r['blocks_per_event']:+.5f}/event)"
+        + (
+            f"\n  engine per depth frame (parse + on_event): book only p50"
+            f" {r['engine_bare']['p50_ns'] / 1000:.1f} µs p99 {r['engine_bare']['p99_ns'] / 1000:.1f} µs;"
+            f" with Trader p50 {r['engine_trader']['p50_ns'] / 1000:.1f} µs"
+            f" p99 {r['engine_trader']['p99_ns'] / 1000:.1f} µs"
+            if "engine_bare" in r
+            else ""
+        )
     )
 
 
@@ -138,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="*", type=Path)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--engine", action="store_true", help="also time the Engine with and without Trader")
     args = parser.parse_args(argv)
     files = args.files or DEFAULT_FILES
     missing = [f for f in files if not f.exists()]
@@ -146,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path in files:
         result = bench(path, max(1, args.repeat))
+        if args.engine:
+            bare = engine_hot_path(path, with_trader=False)
+            full = engine_hot_path(path, with_trader=True)
+            result["engine_bare"], result["engine_trader"] = bare, full
         print(json.dumps(result) if args.json else render(result), flush=True)
     return 0
 

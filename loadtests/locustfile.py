@@ -56,7 +56,7 @@ class ApiUser(FastHttpUser):
 
     def _equity(self, window: str, name: str) -> None:
         with self.client.get(
-            "/api/v1/equity", params={"window": window, "points": "300"}, name=name, catch_response=True
+            "/api/v1/equity", params={"window": window, "points": "120"}, name=name, catch_response=True
         ) as r:
             _check(r)
 
