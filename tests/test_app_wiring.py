@@ -257,6 +257,36 @@ async def test_live_worker_feed_store_health_telegram_and_sigterm(short_dir: Pat
         conn.close()
 
 
+async def test_sigterm_during_start_up_exits_cleanly(short_dir: Path) -> None:
+    """exchangeInfo never answers: a SIGTERM then still ends the worker at once, exit 0, file closed."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def black_hole(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accept, read, never answer
+
+    server = await asyncio.start_server(black_hole, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with FakeBinance() as fake:
+        env = worker_env(fake, QF_BINANCE_SPOT_REST=f"http://127.0.0.1:{port}")
+        db_path = short_dir / "early.db"
+        worker = await WorkerProcess(["--db", str(db_path)], env, short_dir).start()
+        try:
+            await worker.wait_log("fetching instruments")
+            rc = await worker.stop(signal.SIGTERM, timeout=10)
+        finally:
+            worker.kill()
+    server.close()
+    for writer in held:
+        writer.close()
+    assert rc == 0, "\n".join(worker.raw[-20:])
+    assert any(r.get("message") == "stopped during start-up" for r in worker.lines)
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+
+
 async def test_worker_refuses_a_database_from_a_newer_schema(short_dir: Path) -> None:
     db_path = short_dir / "newer.db"
     conn = sqlite3.connect(db_path)

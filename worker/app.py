@@ -215,6 +215,8 @@ class Worker:
         self.instruments: dict[tuple[Market, str], Instrument] = {}
         self._applied_actions: set[int] = set()
         self._closed = False
+        self.stopping = False
+        self.start_task: asyncio.Task[None] | None = None
 
     # ---- start ---------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -222,13 +224,21 @@ class Worker:
         try:
             await self._start()
         except BaseException:
-            await self.close("start_failed")
+            await self.close(self.stop_reason if self.stopping else "start_failed")
             raise
 
     async def _start(self) -> None:
         cfg = self.config
         await asyncio.to_thread(shell.preflight, cfg.db)  # a bad file is refused before any network
         self.rest = BinanceRest(cfg.market, cfg.endpoints)
+        log.info(
+            "fetching instruments",
+            extra={
+                "market": cfg.market.value,
+                "symbols": list(cfg.symbols),
+                "rest": cfg.endpoints.rest_base(cfg.market),
+            },
+        )
         self.instruments = await self.rest.instruments(cfg.symbols)
         cfg.check_risk(self.instruments)
         self.adapter.markets = {i.symbol: i.market.value for i in self.instruments.values()}
@@ -305,10 +315,16 @@ class Worker:
         await self.app.run()
 
     def request_stop(self, reason: str) -> None:
-        if self.app is not None and not self.app.stop.is_set():
-            self.stop_reason = reason
-            log.info("stop requested", extra={"reason": reason})
+        """SIGTERM/SIGINT: stop the loop; during start-up, abandon the start (then close cleanly)."""
+        if self.stopping:
+            return  # the first signal is already doing the work
+        self.stopping = True
+        self.stop_reason = reason
+        log.info("stop requested", extra={"reason": reason})
+        if self.app is not None:
             self.app.stop.set()
+        elif self.start_task is not None and not self.start_task.done():
+            self.start_task.cancel()
 
     async def _ticks(self) -> None:
         """A `TimerTick` every `tick_interval_s` on wall-clock boundaries: samples, latency, calendar."""
@@ -471,7 +487,17 @@ async def serve(cfg: WorkerConfig) -> int:
     for sig, name in signals.items():
         loop.add_signal_handler(sig, worker.request_stop, name)
     try:
-        await worker.start()
+        worker.start_task = asyncio.create_task(worker.start())
+        try:
+            await worker.start_task
+        except asyncio.CancelledError:
+            if not worker.stopping:
+                raise
+            log.info("stopped during start-up", extra={"reason": worker.stop_reason})
+            return 0  # start() closed what it had opened
+        if worker.stopping:  # a signal arrived in the last instant of start-up
+            await worker.close()
+            return 0
         try:
             await worker.run()
         except SourceFailed:
