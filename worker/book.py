@@ -41,6 +41,7 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections import deque
 from enum import StrEnum
+from operator import neg
 
 from worker.events import DepthDiff, DepthSnapshot, Level, Market
 from worker.instruments import Instrument
@@ -290,10 +291,11 @@ class OrderBook:
         cache = self._cache
         if key in cache:
             return cache[key]
-        if n <= _BAND_MIN:
-            bids, asks = self._bids, self._asks
-            bid_vol = sum(bids[p] for p in self._bid_keys[-n:]) if n > 0 else 0
-            ask_vol = sum(asks[-k] for k in self._ask_keys[-n:]) if n > 0 else 0
+        if n <= 0:
+            bid_vol = ask_vol = 0
+        elif n <= _BAND_MIN:  # C-level loops: this runs on most depth events
+            bid_vol = sum(map(self._bids.__getitem__, self._bid_keys[-n:]))
+            ask_vol = sum(map(self._asks.__getitem__, map(neg, self._ask_keys[-n:])))
         else:
             bid_vol = sum(q for _, q in self.top_bids(n))
             ask_vol = sum(q for _, q in self.top_asks(n))

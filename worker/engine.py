@@ -305,16 +305,15 @@ class Engine:
     def _after_apply(self, state: _Symbol, diff: DepthDiff, out: list[Output]) -> None:
         if state.book.book.top_version != state.top_version:
             self._emit_top(state, diff.final_id, diff.exchange_ns, diff.recv_ns, out)
-        if state.ticker_history is not None:
+        if state.ticker_history is not None:  # only when the bookTicker stream is subscribed
             self._check_point(state, diff)
 
     def _emit_top(self, state: _Symbol, update_id: int, exchange_ns: int, recv_ns: int, out: list) -> None:
         book = state.book.book
         state.top_version = book.top_version
-        top = book.top()
+        top = state.last_top = book.top()
         if top is None:
             return
-        state.last_top = top
         out.append(
             BookTop(
                 state.symbol,
@@ -373,7 +372,7 @@ class Engine:
 
     def _check_top(self, state: _Symbol, update_id: int) -> None:
         """Compare the top now (as of `update_id`) once the bookTicker stream has reached it."""
-        top = state.book.book.top()
+        top = state.last_top if state.top_version == state.book.book.top_version else state.book.book.top()
         history = state.ticker_history
         if history and history[-1].update_id >= update_id:
             self._resolve(state, update_id, top)
