@@ -305,18 +305,21 @@ class Features:
 
     # --- time ---
     def _advance(self, ts_ns: int) -> int:
-        """Move the bucket grid to `ts_ns`: record end-of-bucket totals for every bucket passed."""
+        """Clamp `ts_ns` to never run backwards, and roll the bucket grid forward to it."""
         if ts_ns < self._last_ts:
             ts_ns = self._last_ts  # interleaved streams: never run time backwards
         self._last_ts = ts_ns
-        b = ts_ns // self.bucket_ns
+        if ts_ns // self.bucket_ns != self.bucket:
+            self._roll(ts_ns // self.bucket_ns)
+        return ts_ns
+
+    def _roll(self, b: int) -> None:
+        """A new bucket: record end-of-bucket totals for every bucket passed, move the window starts."""
         cur = self.bucket
-        if b == cur:
-            return ts_ns
         self.bucket = b
         if cur < 0:
             self._first_bucket = b
-            return ts_ns
+            return
         cap = self._cap
         ring = self._ring
         entry = (self._cum_ofi, self._cum_mlofi, self._cum_flow, self._cum_volume, self._mid2)
@@ -338,7 +341,6 @@ class Features:
         self._starts = tuple([ring[(b - k) % cap] for k in self.window_buckets])
         if not self._warm and b - self._first_bucket >= cap:
             self._warm = self._vol_samples >= self.config.vol_warmup_samples
-        return ts_ns
 
     def _sample_vol(self, ts_ns: int) -> None:
         """Fold in the grid samples passed since the last book event (the mid was constant meanwhile)."""
@@ -372,7 +374,11 @@ class Features:
 
         Returns the new vector, or None while a side is empty (no mid, nothing to trade on).
         """
-        ts_ns = self._advance(ts_ns)
+        if ts_ns < self._last_ts:
+            ts_ns = self._last_ts  # interleaved streams: never run time backwards
+        self._last_ts = ts_ns
+        if ts_ns // self.bucket_ns != self.bucket:
+            self._roll(ts_ns // self.bucket_ns)
         if ts_ns // self.vol_ns != self._vol_g:
             self._sample_vol(ts_ns)
         n = self.levels
@@ -387,28 +393,36 @@ class Features:
         bid, bid_q = bids[0]
         ask, ask_q = asks[0]
         prev_bids = self._prev_bids
-        bid_vol = ask_vol = e1 = e = 0
         if prev_bids:
             # level 1 is e_n; levels 1..n summed is the multi-level OFI
             pb, pq = prev_bids[0]
-            e1 = (bid_q if bid >= pb else 0) - (pq if bid <= pb else 0)
+            e1 = bid_q - pq if bid == pb else (bid_q if bid > pb else -pq)
             pa, pq = self._prev_asks[0]
-            e1 += (pq if ask >= pa else 0) - (ask_q if ask <= pa else 0)
-            for (pb, pq), (b, q) in zip(prev_bids, bids):  # noqa: B905 (both padded to n)
-                bid_vol += q
-                if b >= pb:
-                    e += q
-                if b <= pb:
-                    e -= pq
-            for (pa, pq), (a, q) in zip(self._prev_asks, asks):  # noqa: B905
-                ask_vol += q
-                if a <= pa:
-                    e -= q
-                if a >= pa:
-                    e += pq
+            e1 += pq - ask_q if ask == pa else (pq if ask > pa else -ask_q)
+            e = e1
+            bid_vol = bid_q
+            ask_vol = ask_q
+            if n > 1:
+                for (pb, pq), (b, q) in zip(prev_bids[1:], bids[1:]):  # noqa: B905 (both padded to n)
+                    bid_vol += q
+                    if b == pb:
+                        e += q - pq
+                    elif b > pb:
+                        e += q
+                    else:
+                        e -= pq
+                for (pa, pq), (a, q) in zip(self._prev_asks[1:], asks[1:]):  # noqa: B905
+                    ask_vol += q
+                    if a == pa:
+                        e += pq - q
+                    elif a < pa:
+                        e -= q
+                    else:
+                        e += pq
             self._cum_ofi += e1
             self._cum_mlofi += e
         else:
+            e1 = e = bid_vol = ask_vol = 0
             for _, q in bids:
                 bid_vol += q
             for _, q in asks:

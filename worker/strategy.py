@@ -226,7 +226,7 @@ class Strategy:
 
     @property
     def warm(self) -> bool:
-        return self._samples >= self.config.warmup_samples
+        return self._ready
 
     def _sample(self, g: int) -> None:
         """Grid point(s) passed: fold in the values that prevailed there (those of the last event)."""
