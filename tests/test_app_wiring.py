@@ -34,10 +34,13 @@ from worker.errors import ConfigError
 from worker.events import Market
 from worker.features import FeatureConfig
 from worker.instruments import DEFAULT_INSTRUMENTS
+from worker.orders import Fill, Liquidity, OrderType, Side, TimeInForce, new_order
+from worker.orders import fill as fill_order
 from worker.publish import Publisher, decode_stream
 from worker.replay import replay, replay_async
-from worker.store.adapt import StoreAdapter
+from worker.store.adapt import StoreAdapter, StoreSink
 from worker.store.db import connect_readonly
+from worker.store.records import OrderUpdate
 from worker.strategy import StrategyConfig
 from worker.trader import TradingConfig
 
@@ -551,3 +554,80 @@ async def test_replay_cli_db_and_no_db(short_dir: Path) -> None:
     assert "store" not in summary
     _, summary = await run()  # default: ./quantumflow.db in the working directory, never $QF_DB
     assert (short_dir / "quantumflow.db").exists() and not (short_dir / "live.db").exists()
+
+
+# ---- recovery and the storage-lag gate, in process ------------------------------------------------------
+def _fill(fill_id: int, order_id: int, side: Side, price: int, qty: int, ts_ns: int) -> Fill:
+    return Fill(
+        fill_id, order_id, "BTCUSDT", side, price, qty, 0, "USDT", Liquidity.TAKER, ts_ns, "test", 0, 0.0,
+        float(price), float(price), 0.0,
+    )  # fmt: skip
+
+
+async def test_restart_continues_ids_rebuilds_the_portfolio_and_cancels_open_orders(tmp_path: Path) -> None:
+    cfg = config.load(None, env={})
+    traded = {(Market.SPOT, "BTCUSDT"): BTC}
+    db_path = tmp_path / "restart.db"
+    t0 = 1_723_161_600_000_000_000
+    writer, _ = await shell.open_store(cfg, traded, "test", db_path)
+    buy = new_order(7, "BTCUSDT", Side.BUY, OrderType.LIMIT, TimeInForce.GTC, 300, 6_000_000, t0)
+    resting = new_order(9, "BTCUSDT", Side.SELL, OrderType.LIMIT, TimeInForce.GTC, 100, 6_100_000, t0 + 2)
+    writer.submit(buy)
+    writer.submit(OrderUpdate(fill_order(buy, 300), t0 + 1, "fill"))
+    writer.submit(_fill(41, 7, Side.BUY, 6_000_000, 300, t0 + 1))
+    writer.submit(resting)
+    await writer.close("crash")
+
+    engine = shell.make_engine(cfg, traded)
+    writer, state = await shell.open_store(cfg, traded, "test", db_path)
+    emitted: list[Any] = []
+    sink = StoreSink(writer)
+    shell.restore(
+        engine, state, t0 + 10, lambda outs: (emitted.extend(outs), sink.submit_outputs(outs)), db_path
+    )
+    await writer.close("stop")
+
+    trader = engine.trader
+    assert trader.portfolio.qty("BTCUSDT") == 300  # rebuilt from the fill, not assumed
+    assert trader._next_order_id == 10 and trader.broker._fill_id == 41  # ids continue, never reused
+    cancels = [o for o in emitted if getattr(o, "event", "") == "restart"]
+    assert [c.order.order_id for c in cancels] == [9] and cancels[0].order.status.reason == "restart"
+    conn = connect_readonly(db_path)
+    try:
+        status = conn.execute("SELECT status, reason FROM orders WHERE order_id = 9").fetchone()
+        assert status == ("Cancelled", "restart")
+        assert conn.execute("SELECT count(*) FROM fills").fetchone()[0] == 1
+    finally:
+        conn.close()
+
+
+class LaggingWriter:
+    """Just what the gate reads from a writer."""
+
+    def __init__(self) -> None:
+        self.is_lagging = False
+        self.queue_depth = 0
+        self.stats = type("S", (), {"last_error": "disk I/O error"})()
+
+    def lag_seconds(self) -> float:
+        return 3.0 if self.is_lagging else 0.0
+
+
+def test_storage_lag_gate_tells_the_risk_engine_on_each_flip() -> None:
+    cfg = config.load(None, env={})
+    engine = shell.make_engine(cfg, {(Market.SPOT, "BTCUSDT"): BTC})
+    writer = LaggingWriter()
+    out: list[Any] = []
+    gate = shell.StorageLagGate(engine, writer, out.extend)  # type: ignore[arg-type]
+    gate.check(1)
+    assert out == [] and not engine.trader.risk.storage_lag
+    writer.is_lagging = True
+    gate.check(2)
+    gate.check(3)  # edge-triggered: no repeat while it stays behind
+    assert engine.trader.risk.storage_lag
+    kinds = [(type(o).__name__, getattr(o, "kind", getattr(o, "breaker", ""))) for o in out]
+    assert kinds == [("SystemEvent", "storage_lag"), ("BreakerChanged", "storage_lag")]
+    writer.is_lagging = False
+    gate.check(4)
+    assert not engine.trader.risk.storage_lag and gate.flips == 2
+    assert [getattr(o, "kind", "") for o in out][-2] == "storage_caught_up"

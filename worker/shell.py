@@ -237,13 +237,14 @@ class StorageLagGate:
         else:
             log.info("store writer caught up", extra=detail)
         hook = getattr(self.engine, "set_storage_lag", None)
+        trader = getattr(self.engine, "trader", None)
         outputs: list[Any] = []
-        if hook is None:
-            _once(
-                "set_storage_lag", "engine has no set_storage_lag(lagging, ts_ns): storage gate not enforced"
-            )
-        else:
+        if hook is not None:
             outputs = list(hook(lagging, ts_ns) or [])
+        elif trader is not None:
+            trader.set_storage_lag(lagging, ts_ns, outputs)
+        else:
+            _once("set_storage_lag", "engine has no set_storage_lag(lagging, ts_ns): gate not enforced")
         severity = "error" if lagging else "info"
         kind = "storage_lag" if lagging else "storage_caught_up"
         self.emit([SystemEvent(ts_ns, kind, severity, "", "", detail), *outputs])
