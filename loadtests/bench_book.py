@@ -4,8 +4,9 @@ Usage: `python loadtests/bench_book.py [--json] [--repeat N] [FILE ...]` (defaul
 
 What is measured, per message: `FrameParser.parse_frame` (or `parse_snapshot`) plus `Engine.on_event`,
 timed with `perf_counter_ns` around exactly that; reading and gunzipping the file is outside the timer,
-as the socket read is outside it live. The engine is the real one, so when the lead extends it
-(features, strategy, risk, broker) this benchmark measures the whole hot path without changes.
+as the socket read is outside it live. `--engine full` (default) builds the engine with
+`worker.shell.make_engine`, exactly as the worker does, so features, strategy, risk, broker and
+portfolio are measured too; `--engine market` measures parse -> book -> top-N metrics alone.
 
 Each file runs in a fresh child process, so `peak_rss_mb` (ru_maxrss) is that replay's own peak.
 `blocks_per_msg` is the growth of `sys.getallocatedblocks()` per message over the second half of the
@@ -26,6 +27,7 @@ import sys
 import time
 from array import array
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -101,16 +103,31 @@ def plain_reference(path: Path) -> tuple[int, int]:
     return percentile(ordered, 0.5), percentile(ordered, 0.99)
 
 
-def run_one(path: Path) -> dict:
+def make_engine(path: Path, kind: str) -> Any:
+    """`market`: books only. `full`: the engine exactly as the worker builds it (trading core included)."""
+    from worker.binance.recording import default_snapshots_path, read_snapshots
+    from worker.engine import Engine
+    from worker.instruments import DEFAULT_INSTRUMENTS
+
+    if kind == "market":
+        return Engine(DEFAULT_INSTRUMENTS)
+    from worker.config import load as load_config
+    from worker.shell import make_engine as worker_engine
+
+    snap = next(read_snapshots(default_snapshots_path(path)))
+    traded = {(snap.market, snap.symbol): DEFAULT_INSTRUMENTS[(snap.market, snap.symbol)]}
+    return worker_engine(load_config(env={}), DEFAULT_INSTRUMENTS, traded)
+
+
+def run_one(path: Path, kind: str = "full") -> dict:
     """Replay one recording in this process and measure it."""
     from worker.binance.parse import FrameParser, ParseError
     from worker.binance.recording import FrameReader, RecordedFrame, default_snapshots_path, merged
-    from worker.engine import Engine
     from worker.events import DepthDiff
     from worker.instruments import DEFAULT_INSTRUMENTS
 
     parser = FrameParser(DEFAULT_INSTRUMENTS)
-    engine = Engine(DEFAULT_INSTRUMENTS)
+    engine = make_engine(path, kind)
     reader = FrameReader(path)
     total_lines = sum(1 for _ in FrameReader(path))  # a first pass to know where "half" is
     half = total_lines // 2
@@ -154,6 +171,7 @@ def run_one(path: Path) -> dict:
     plain_p50, plain_p99 = plain_reference(path)
     return {
         "file": path.name,
+        "engine": kind,
         "messages": frames,
         "bad_frames": bad,
         "outputs": outputs,
@@ -179,7 +197,7 @@ def run_one(path: Path) -> dict:
 
 def report_line(r: dict) -> str:
     return (
-        f"{r['file']}\n"
+        f"{r['file']} (engine: {r['engine']})\n"
         f"  messages {r['messages']:,} (depth {r['depth_messages']:,}), outputs {r['outputs']:,}\n"
         f"  all frames   p50 {r['p50_ns'] / 1000:6.1f} µs  p99 {r['p99_ns'] / 1000:6.1f} µs"
         f"  p99.9 {r['p999_ns'] / 1000:6.1f} µs  max {r['max_ns'] / 1000:7.1f} µs  (target p99 < 100)\n"
@@ -200,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per file; the one with the lowest p99 is kept"
     )
+    parser.add_argument(
+        "--engine",
+        choices=("full", "market"),
+        default="full",
+        help="full: the engine as the worker builds it (default); market: books and metrics only",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     files = args.files or DEFAULT_FILES
@@ -208,13 +232,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recording not found: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     if args.child:
-        print(json.dumps(run_one(files[0])))
+        print(json.dumps(run_one(files[0], args.engine)))
         return 0
     for path in files:
         runs = []
         for _ in range(max(1, args.repeat)):
             done = subprocess.run(
-                [sys.executable, __file__, "--child", str(path)], capture_output=True, text=True, check=False
+                [sys.executable, __file__, "--child", "--engine", args.engine, str(path)],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if done.returncode != 0:
                 print(done.stderr, file=sys.stderr)
