@@ -277,27 +277,33 @@ events_strategy = st.lists(
 @given(events_strategy, st.sampled_from([(100, (300, 1000, 2500)), (50, (50, 400)), (250, (1000,))]))
 def test_window_sums_equal_bruteforce(stream, grid) -> None:
     bucket_ms, windows = grid
-    f = Features("BTCUSDT", FeatureConfig(bucket_ms=bucket_ms, windows_ms=windows, levels=1))
+    f = Features("BTCUSDT", FeatureConfig(bucket_ms=bucket_ms, windows_ms=windows, levels=2))
     bucket_ns = bucket_ms * MS
     ts = 7 * S + 13 * MS
     bid, ask = 1000, 1005
-    prev = None
+    prev = prev2 = None
     log: list[tuple[int, str, int, int]] = []  # (ts, kind, value, mid2)
+    mlog: list[tuple[int, int]] = []  # (ts, multi-level e)
     for dt, is_book, db, da, q1, q2 in stream:
         ts += dt * MS
         if is_book:
             bid += db
             ask = max(ask + da, bid + 1)
             cur = (bid, q1, ask, q2)
+            cur2 = (bid - 1 - q1 % 2, q2, ask + 1 + q2 % 3, q1)  # a second level that moves too
             e = cks(prev, cur) if prev else 0
-            prev = cur
+            m = e + cks(prev2, cur2) if prev else 0
+            prev, prev2 = cur, cur2
             log.append((ts, "ofi", e, bid + ask))
-            fv = f.on_book(Book([(bid, q1)], [(ask, q2)]), ts)
+            mlog.append((ts, m))
+            fv = f.on_book(Book([cur[:2], cur2[:2]], [cur[2:], cur2[2:]]), ts)
+            assert fv.mlofi_event == m
             b = ts // bucket_ns
             for j, w in enumerate(windows):
                 k = w // bucket_ms
                 inside = [x for x in log if b - k < x[0] // bucket_ns <= b]
                 assert fv.ofi[j] == sum(v for _, kind, v, _ in inside if kind == "ofi")
+                assert fv.mlofi[j] == sum(v for t, v in mlog if b - k < t // bucket_ns <= b)
                 assert fv.trade_flow[j] == sum(v for _, kind, v, _ in inside if kind == "flow")
                 assert fv.volume[j] == sum(abs(v) for _, kind, v, _ in inside if kind == "flow")
                 # momentum: the mid that prevailed at the end of bucket b - k (None before any mid)
