@@ -631,3 +631,60 @@ def test_storage_lag_gate_tells_the_risk_engine_on_each_flip() -> None:
     gate.check(4)
     assert not engine.trader.risk.storage_lag and gate.flips == 2
     assert [getattr(o, "kind", "") for o in out][-2] == "storage_caught_up"
+
+
+# ---- trading notes (Telegram) ---------------------------------------------------------------------------
+class RecordingNotifier:
+    def __init__(self) -> None:
+        self.notes: list[tuple[str, str | None]] = []
+        self.keys: set[str] = set()
+
+    def offer(self, text: str, chat_id: Any = None, key: str | None = None, cooldown_s: float = 0) -> bool:
+        if key is not None and key in self.keys:
+            return False  # the real Notifier's cooldown, reduced to "once"
+        if key is not None:
+            self.keys.add(key)
+        self.notes.append((text, key))
+        return True
+
+
+def test_trading_notes_cover_pauses_breakers_incidents_and_the_daily_summary() -> None:
+    from worker.alerts import TradingNotes, daily_text
+    from worker.risk import BreakerChanged
+    from worker.trader import Incident, PauseChange
+
+    notifier = RecordingNotifier()
+    notes = TradingNotes(notifier)  # type: ignore[arg-type]
+    until = 1_723_330_800_000_000_000  # 2024-08-10 23:00 UTC
+    notes(
+        None,
+        [
+            PauseChange(1, True, "Shabbat", until),
+            BreakerChanged(2, "drawdown", True, "drawdown_halt", {"value": 510, "limit": 500}),
+            Incident(3, "impossible_fill", "sell beyond position"),
+            Incident(4, "impossible_fill", "again"),
+            BreakerChanged(5, "storage_lag", True, "storage_lag"),
+            BreakerChanged(6, "drawdown", False, "operator"),
+            PauseChange(7, False, "Shabbat", None),
+        ],
+    )
+    texts = [t for t, _ in notifier.notes]
+    assert "paused until 2024-08-10 23:00 UTC" in texts[0]
+    assert "drawdown TRIPPED" in texts[1] and "510 vs limit 500" in texts[1]
+    assert "impossible_fill" in texts[2] and "sell beyond position" in texts[2]
+    assert "writer is behind" in texts[3]
+    assert "reset" in texts[4] and "resumed" in texts[5] and len(texts) == 6  # the repeat was keyed out
+    day0 = 1_723_161_600_000_000_000  # 2024-08-09 00:00 UTC
+    assert notes.daily_due(day0 + 5) is None  # first tick: nothing has ended yet
+    assert notes.daily_due(day0 + 3_600 * 10**9) is None
+    assert notes.daily_due(day0 + 86_400 * 10**9) == "2024-08-09"
+    assert notes.daily_due(day0 + 86_401 * 10**9) is None
+    summary = {
+        "events": 10,
+        "gaps": 1,
+        "resyncs": 2,
+        "trading": {"equity": 1_000_012_345_000_000, "realized_pnl": -150_000_000, "signals": 4},
+    }
+    text = daily_text("2024-08-09", summary)
+    assert "equity: 10000123.45 USDT" in text and "realized P&L: -1.5 USDT" in text
+    assert "gaps / resyncs: 1 / 2" in text

@@ -39,6 +39,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from worker import config, notify, shell
+from worker.alerts import TradingNotes, daily_text
 from worker.binance.endpoints import Endpoints
 from worker.binance.rest import BinanceRest, RestError
 from worker.binance.source import LiveSource, SourceFailed
@@ -211,6 +212,7 @@ class Worker:
         self.health_server: HealthServer | None = None
         self.heartbeat: Heartbeat | None = None
         self.gate: StorageLagGate | None = None
+        self.notes: TradingNotes | None = None
         self.app: App | None = None
         self.instruments: dict[tuple[Market, str], Instrument] = {}
         self._applied_actions: set[int] = set()
@@ -260,6 +262,8 @@ class Worker:
             await self.notifier.start()
             by_symbol = {inst.symbol: inst for inst in self.instruments.values()}
             sinks.append(AlertSink(self.notifier, by_symbol))
+            self.notes = TradingNotes(self.notifier)
+            sinks.append(self.notes)
         elif cfg.telegram.token or cfg.telegram.chat_id:
             log.warning("telegram needs both a bot token and a chat id: notifications off")
         sinks.append(TopLogger(engine, cfg.top_log_interval_s))
@@ -332,7 +336,12 @@ class Worker:
         interval = self.config.tick_interval_s
         while True:
             await asyncio.sleep(interval - (time.time() % interval))  # pacing, not synchronization
-            deliver(self.engine, self.app.sinks, self.counters, TimerTick(time.time_ns()))
+            now = time.time_ns()
+            deliver(self.engine, self.app.sinks, self.counters, TimerTick(now))
+            day = self.notes.daily_due(now) if self.notes is not None else None
+            if day is not None and self.notifier is not None:
+                quote = next((i.quote_asset for i in self.instruments.values()), "USDT")
+                self.notifier.offer(daily_text(day, self.engine.summary(), quote))
 
     async def _storage_gate(self) -> None:
         assert self.gate is not None
