@@ -124,6 +124,7 @@ def test_replay_command_writes_the_summary_json(tmp_path: Path) -> None:
             str(ws),
             "--snapshots",
             str(snaps),
+            "--no-db",
             "--summary-json",
             str(out),
         ],
