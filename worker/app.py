@@ -62,6 +62,7 @@ from worker.store.writer import StoreWriter
 log = logging.getLogger("worker.app")
 
 Sink = Callable[[Event, list[Any]], None]
+YIELD_EVERY = 64
 NS = 1_000_000_000
 
 
@@ -137,6 +138,10 @@ async def pump(
     async for event in source:
         c.events += 1
         deliver(engine, sinks, c, event)
+        if not c.events % YIELD_EVERY:
+            # `Queue.get` does not yield while events are waiting: under a flood, give the writer,
+            # feed, Telegram and health tasks their turn so commits stay within ~100 ms.
+            await asyncio.sleep(0)
 
 
 class App:
