@@ -304,3 +304,11 @@ def test_deterministic_and_reset_is_a_fresh_start(events) -> None:
         if sig is not None:
             assert sig[2] >= 1
             assert math.isfinite(sig[4])
+
+
+def test_signal_exposes_the_store_row_shape() -> None:
+    strat, ts = warmed()
+    sig = strat.on_features(vec(ts, -50), 0, None)
+    assert sig.direction == -1 and sig.value == sig.score and sig.model == "ofi"
+    assert sig.mid == (BID + ASK) / 2
+    assert sig.features.as_dict()["ofi"] == [-50, -50, -50]

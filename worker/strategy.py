@@ -61,6 +61,24 @@ class Signal:
     ts_ns: int
     features: FeatureVector
 
+    # The shape the store's signal rows read (worker/store/records.py classifies by these names).
+    @property
+    def direction(self) -> int:
+        return int(self.side)
+
+    @property
+    def value(self) -> float:
+        return self.score
+
+    @property
+    def mid(self) -> float:
+        """Mid in ticks when the signal fired."""
+        return self.features.mid
+
+    @property
+    def model(self) -> str:
+        return "ofi"
+
 
 def _is_num(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
