@@ -17,6 +17,9 @@ Design and invariants (after Datasette's `database.py`):
   on SQLite; the limiter keeps a burst from spawning a thread per request on a 1-core machine.
 - Time limit: a progress handler interrupts any statement still running after `time_limit_ms`
   (SQLite raises "interrupted"), which becomes a 503 problem, so no request can hold a core.
+- GIL hand-offs: Python's sqlite3 releases the GIL around each step and re-takes it per row, so hot
+  endpoints fetch one row holding the whole JSON page (see `api.sqljson`), and the server process
+  shortens the interpreter's switch interval (`api.__main__`).
 - Row cap: `Reader.rows` fetches at most `max_rows` + 1 rows and refuses more, whatever the SQL says.
 - Failures to open (no file yet, no schema yet, corrupt) become `Unavailable` (503), never a 500.
 """
@@ -37,7 +40,10 @@ from api.problems import Problem
 from worker.store.db import StoreError, connect_readonly
 
 T = TypeVar("T")
-PROGRESS_OPS = 1000  # VM instructions between time checks: ~10-50 us of work
+# VM instructions between time checks (~1 ms of work). Not Datasette's 1000: every check is a Python
+# callback that must re-take the GIL from the event loop thread, and under load each re-take can wait a
+# whole switch interval, so frequent checks made long queries slower than the limit they enforce.
+PROGRESS_OPS = 100_000
 
 
 class Unavailable(Problem):

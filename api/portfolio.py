@@ -212,6 +212,7 @@ def _range(request: Request, q, latest_s: int | None) -> tuple[int, int]:
 
 
 _GROUPED = f"""
+SELECT '[' || coalesce(group_concat(j, ','), '') || ']', count(*) FROM (
 WITH g AS (
     SELECT bucket_s / :step AS k, min(bucket_s) AS first_s, max(bucket_s) AS last_s, max(high) AS high,
            min(low) AS low, min(max_drawdown) AS mdd, sum(samples) AS samples
@@ -221,10 +222,10 @@ SELECT json_object(
     't', {sqljson.iso_s("g.k * :step")}, 't_s', g.k * :step, 'open', {sqljson.money("o.open")},
     'high', {sqljson.money("g.high")}, 'low', {sqljson.money("g.low")}, 'close', {sqljson.money("c.close")},
     'peak', {sqljson.money("c.peak")}, 'drawdown', {sqljson.money("c.drawdown")},
-    'max_drawdown', {sqljson.money("g.mdd")}, 'samples', g.samples)
+    'max_drawdown', {sqljson.money("g.mdd")}, 'samples', g.samples) AS j
 FROM g JOIN equity_bars o ON o.resolution_s = :res AND o.bucket_s = g.first_s
        JOIN equity_bars c ON c.resolution_s = :res AND c.bucket_s = g.last_s
-ORDER BY g.k
+ORDER BY g.k)
 """
 
 
@@ -267,8 +268,8 @@ async def equity(request: Request) -> JSON:
             "to": render.iso_s(end_s),
             "resolution_s": resolution,
             "step_s": step,
-            "count": len(rows),
-            "data": orjson.Fragment("[" + ",".join(r[0] for r in rows) + "]"),
+            "count": rows[0][1],
+            "data": orjson.Fragment(rows[0][0]),
         }
 
     return JSON(await ctx(request).db.run(run))
