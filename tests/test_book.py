@@ -253,8 +253,17 @@ def test_usdm_sync_uses_the_pu_chain() -> None:
 def test_usdm_snapshot_older_than_first_diff_is_stale() -> None:
     sb = SymbolBook(USDM)
     sb.on_diff(diff(100, 110, pu=90))
-    assert sb.on_snapshot(snap(99, BIDS, ASKS, Market.USDM)) is SnapshotResult.STALE
+    assert sb.on_snapshot(snap(89, BIDS, ASKS, Market.USDM)) is SnapshotResult.STALE
+    assert sb.stale_snapshots == 1
     assert sb.on_snapshot(snap(100, BIDS, ASKS, Market.USDM)) is SnapshotResult.SYNCED
+
+
+def test_usdm_snapshot_between_two_events_bridges() -> None:
+    # venue-wide ids: the symbol had no update between 90 and 100, so a snapshot at 95 is the book at 90
+    sb = SymbolBook(USDM)
+    sb.on_diff(diff(100, 110, [(1, 1)], pu=90))
+    assert sb.on_snapshot(snap(95, BIDS, ASKS, Market.USDM)) is SnapshotResult.SYNCED
+    assert sb.book.bid_qty(1) == 1 and sb.book.last_update_id == 110
 
 
 # --- property: whatever arrives, a LIVE book equals the venue's book at its update id ---
@@ -303,8 +312,8 @@ def test_a_live_book_always_equals_the_venue(band: None, market: Market, data: s
         if action == "snap":
             # a snapshot of the venue as of an id near the stream's position
             horizon = events[min(len(events) - 1, index + 1)].final_id
-            last = data.draw(st.sampled_from([i for i in ids if i <= horizon]))
-            bids, asks = states[last]
+            last = data.draw(st.integers(0, horizon))  # any id: on USD-M it may fall between events
+            bids, asks = states[max(i for i in ids if i <= last)]
             sb.on_snapshot(DepthSnapshot("X", market, last, sorted(bids.items()), sorted(asks.items()), 0))
         batch = {"send": [event], "snap": [event], "drop": [], "dup": [event, event]}.get(action)
         if action == "swap" and index + 1 < len(events):

@@ -18,11 +18,12 @@
 - SYNCING: diffs are buffered (bounded; the oldest is dropped and counted on overflow) until a REST
   snapshot arrives. `wants_snapshot` is True while SYNCING with diffs buffered and no request in flight.
 - A snapshot older than the first buffered diff cannot be bridged: spot `lastUpdateId + 1 < U`, USD-M
-  `lastUpdateId < U`. It is counted (`stale_snapshots`) and must be refetched (`wants_snapshot`).
+  `lastUpdateId < pu` (and `< U`). It is counted (`stale_snapshots`) and must be refetched (`wants_snapshot`).
 - Bridging, spot: drop diffs with `u <= lastUpdateId`; the first applied has
   `U <= lastUpdateId + 1 <= u`. USD-M: drop `u < lastUpdateId`; the first applied has
-  `U <= lastUpdateId <= u`. A snapshot that arrives before any bridging diff is held (PENDING) and the
-  next diffs are checked against it the same way.
+  `U <= lastUpdateId <= u`, or `pu <= lastUpdateId < U` (USD-M ids are venue-wide, so a snapshot id
+  may fall between two events of the symbol; the book did not change in between). A snapshot that
+  arrives before any bridging diff is held (PENDING) and the next diffs are checked the same way.
 - LIVE, both markets: a diff with `u <=` the book's id is old (a duplicate or late frame) and ignored.
   Spot: `U > id + 1` is a gap (`U <= id + 1 < u`, an overlap, is applied: levels carry absolute
   quantities as of `u`). USD-M: update ids are venue-wide, so continuity is `pu == id`; else a gap.
@@ -419,8 +420,13 @@ class SymbolBook:
         last = snap.last_update_id
         buffer = self._buffer
         if buffer:
-            first = buffer[0].first_id
-            if (last + 1 < first) if self._spot else (last < first):
+            first = buffer[0]
+            if self._spot:
+                stale = last + 1 < first.first_id
+            else:
+                pu = first.prev_final_id
+                stale = last < first.first_id and (pu is None or last < pu)
+            if stale:
                 self.stale_snapshots += 1
                 self._pending = False
                 return SnapshotResult.STALE
@@ -473,7 +479,11 @@ class SymbolBook:
             if diff.final_id < last:
                 self.dropped_before_sync += 1
                 return DiffResult.IGNORED_OLD
-            bridges = diff.first_id <= last
+            # Binance: U <= lastUpdateId. Also pu <= lastUpdateId < U: ids are venue-wide, so a snapshot
+            # id can fall between two of this symbol's events; nothing changed between pu and U, so the
+            # snapshot equals the book as of pu and this event continues it (no needless refetch).
+            pu = diff.prev_final_id
+            bridges = diff.first_id <= last or (pu is not None and pu <= last)
         if not bridges:  # the held snapshot is older than this diff: it can never be bridged
             self.stale_snapshots += 1
             self._pending = False
