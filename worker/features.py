@@ -267,6 +267,7 @@ class Features:
         "symbol",
         "vol_ns",
         "window_buckets",
+        "windows_ms",
     )
 
     def __init__(self, symbol: str, config: FeatureConfig | None = None) -> None:
@@ -276,6 +277,7 @@ class Features:
         self.vol_ns = config.vol_sample_ms * _NS_PER_MS
         self.window_buckets = tuple(w // config.bucket_ms for w in config.windows_ms)
         self.levels = config.levels
+        self.windows_ms = config.windows_ms
         self._cap = self.window_buckets[-1]
         # keep = 1 - alpha per vol sample, from the half-life in samples
         self._keep = 0.5 ** (config.vol_sample_ms / (config.vol_halflife_s * 1000.0))
@@ -338,7 +340,11 @@ class Features:
                 ring[: end - cap] = [entry] * (end - cap)
         # a window of k buckets starts after bucket b - k; the ring slot of b - k is not written again
         # until bucket b - k + cap >= b closes, so `starts` holds for the whole of bucket b
-        self._starts = tuple([ring[(b - k) % cap] for k in self.window_buckets])
+        wb = self.window_buckets
+        if len(wb) == 3:  # the default shape, spelled out: a comprehension costs more than the lookups
+            self._starts = (ring[(b - wb[0]) % cap], ring[(b - wb[1]) % cap], ring[(b - wb[2]) % cap])
+        else:
+            self._starts = tuple([ring[(b - k) % cap] for k in wb])
         if not self._warm and b - self._first_bucket >= cap:
             self._warm = self._vol_samples >= self.config.vol_warmup_samples
 
@@ -448,7 +454,7 @@ class Features:
             self._cum_volume,
             self._starts,
             self._vol_bps,
-            self.config.windows_ms,
+            self.windows_ms,
             self._warm,
         )
         self.last = fv
