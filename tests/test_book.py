@@ -264,6 +264,13 @@ def test_usdm_snapshot_between_two_events_bridges() -> None:
     sb.on_diff(diff(100, 110, [(1, 1)], pu=90))
     assert sb.on_snapshot(snap(95, BIDS, ASKS, Market.USDM)) is SnapshotResult.SYNCED
     assert sb.book.bid_qty(1) == 1 and sb.book.last_update_id == 110
+    held = SymbolBook(USDM)  # the same through a snapshot held before any diff arrived
+    assert held.on_snapshot(snap(95, BIDS, ASKS, Market.USDM)) is SnapshotResult.PENDING
+    assert held.on_diff(diff(100, 110, [(1, 1)], pu=90)) is DiffResult.APPLIED
+    early = SymbolBook(USDM)  # but a snapshot before pu misses the update at pu: refetch
+    assert early.on_snapshot(snap(88, BIDS, ASKS, Market.USDM)) is SnapshotResult.PENDING
+    assert early.on_diff(diff(100, 110, [(1, 1)], pu=90)) is DiffResult.BUFFERED
+    assert early.stale_snapshots == 1 and early.wants_snapshot
 
 
 # --- property: whatever arrives, a LIVE book equals the venue's book at its update id ---
