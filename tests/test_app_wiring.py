@@ -442,7 +442,7 @@ def synthetic_recording(directory: Path, seconds: int = 20, step_ms: int = 100) 
     import random
 
     book = FakeSymbol(Market.SPOT, "BTCUSDT", BTC, random.Random(3))
-    start_ns = 1_723_161_600_000_000_000  # a Thursday (no Shabbat window in the way)
+    start_ns = 1_723_161_600_037_000_000  # a Thursday (no Shabbat window); events off the 1 s ticks
     frames = directory / "spot_btcusdt_test.ws.jsonl.gz"
     with FrameWriter(frames) as fw, SnapshotWriter(directory / "spot_btcusdt_test.snapshots.jsonl") as sw:
         t = start_ns
@@ -475,7 +475,7 @@ async def test_replay_into_a_db_writes_what_the_engine_sampled_and_feeds_a_clien
                 if type(record).__name__ == "BookTop":
                     samples.setdefault(record.ts_ns // 1_000_000_000, record)
 
-    replay(frames, snapshots, engine=engine, on_outputs=collect)
+    replay(frames, snapshots, engine=engine, on_outputs=collect, tick_ns=int(cfg.tick_interval_s * 1e9))
     assert len(expected_tops) >= 20 and len(samples) >= 15
 
     received: list[dict] = []

@@ -42,7 +42,7 @@ from worker.config import add_arguments as add_config_arguments
 from worker.config import load as load_config
 from worker.engine import Engine, Output
 from worker.errors import ConfigError
-from worker.events import Event, Market
+from worker.events import Event, Market, TimerTick
 from worker.instruments import DEFAULT_INSTRUMENTS, Instrument
 from worker.publish import FeedSink, Publisher
 from worker.shell import StorageLagGate
@@ -65,6 +65,7 @@ class ReplayStats:
     messages: dict[str, int] = field(default_factory=dict)  # by stream name
     frames: int = 0
     snapshots: int = 0
+    ticks: int = 0  # TimerTicks the replay synthesized (the live worker's 1 s ticks)
     outputs: int = 0
     bad_frames: int = 0
     bad_by_reason: dict[str, int] = field(default_factory=dict)
@@ -113,9 +114,12 @@ class _Replay:
         self.bar = _Progress(self.reader) if progress else None
         self.started = time.perf_counter()
 
-    def steps(self, sleep: bool = True) -> Iterator[tuple[Event, list[Output]]]:
-        """`sleep=False`: the caller paces `--pace recorded` itself (the async driver awaits instead)."""
+    def steps(self, sleep: bool = True, tick_ns: int = 0) -> Iterator[tuple[Event, list[Output]]]:
+        """`sleep=False`: the caller paces `--pace recorded` itself (the async driver awaits instead).
+        `tick_ns` > 0: a `TimerTick` at every multiple of it that the recording's time crosses, before
+        the first event at or after it, as the live worker's tick task feeds them."""
         stats = self.stats
+        next_tick = 0
         messages = stats.messages
         on_event = self.engine.on_event
         parse_frame = self.parser.parse_frame
@@ -144,6 +148,14 @@ class _Replay:
                 continue
             if event is None:
                 continue
+            if tick_ns:
+                if not next_tick:
+                    next_tick = (recv_ns // tick_ns + 1) * tick_ns
+                while recv_ns >= next_tick:
+                    tick = TimerTick(next_tick)
+                    next_tick += tick_ns
+                    stats.ticks += 1
+                    yield tick, on_event(tick)
             outputs = on_event(event)
             if outputs:
                 stats.outputs += len(outputs)
@@ -173,12 +185,14 @@ def replay(
     engine: Engine | None = None,
     on_outputs: Callable[[list[Output]], None] | None = None,
     progress: bool = False,
+    tick_ns: int = 0,
 ) -> tuple[Engine, ReplayStats]:
-    """Replay one recording into `engine` (a fresh market engine by default); no database."""
+    """Replay one recording into `engine` (a fresh market engine by default); no database.
+    `tick_ns` > 0 feeds `TimerTick`s as the live worker does (see `_Replay.steps`)."""
     instruments = dict(instruments or DEFAULT_INSTRUMENTS)
     engine = engine or Engine(instruments)
     run = _Replay(frames_path, snapshots_path, instruments, pace, engine, progress)
-    for _, outputs in run.steps():
+    for _, outputs in run.steps(tick_ns=tick_ns):
         if outputs and on_outputs is not None:
             on_outputs(outputs)
     return engine, run.finish()
@@ -202,13 +216,15 @@ async def replay_async(
     pace: str = "max",
     progress: bool = False,
     publisher_ready: Callable[[Publisher], Any] | None = None,
+    ticks: bool = True,
 ) -> ReplayOutcome:
     """Replay through the same sinks as live: the store writer (`db_path`) and the feed (`publish_socket`).
 
     Backpressure: every `_YIELD_EVERY` events the writer and the feed get the loop; when the writer's
     queues pass half their limits (or a feed client's unsent bytes pass `_CLIENT_BACKLOG`) the replay
     waits for them. A replay may block; nothing is dropped, so a replay into a fresh database leaves the
-    rows a live run over the same messages would.
+    rows a live run over the same messages would. `ticks`: feed the live worker's `TimerTick`s at
+    every `tick_interval_s` boundary of the recording's time (samples, latency queues, calendar).
     """
     cfg = config or load_config(env={})
     instruments = dict(instruments or DEFAULT_INSTRUMENTS)
@@ -244,7 +260,8 @@ async def replay_async(
                 await publisher_ready(publisher)
         run = _Replay(frames_path, snapshots_path, instruments, pace, engine, progress)
         paced = pace == "recorded"
-        for n, (event, outputs) in enumerate(run.steps(sleep=False), 1):
+        tick_ns = int(cfg.tick_interval_s * 1e9) if ticks else 0
+        for n, (event, outputs) in enumerate(run.steps(sleep=False, tick_ns=tick_ns), 1):
             if outputs:
                 emit(sinks, counters, event, outputs)
             if paced:
@@ -396,6 +413,7 @@ def build_summary(engine: Engine, stats: ReplayStats) -> dict[str, Any]:
         "wall_seconds": stats.wall_seconds,
         "msgs_per_s": total / stats.wall_seconds if stats.wall_seconds else 0.0,
         "outputs": stats.outputs,
+        "ticks": stats.ticks,
         "parser": stats.parser_counters,
         "engine": core,
     }
