@@ -688,3 +688,22 @@ def test_trading_notes_cover_pauses_breakers_incidents_and_the_daily_summary() -
     text = daily_text("2024-08-09", summary)
     assert "equity: 10000123.45 USDT" in text and "realized P&L: -1.5 USDT" in text
     assert "gaps / resyncs: 1 / 2" in text
+
+
+def test_operator_reset_clears_a_restored_breaker() -> None:
+    from worker.store.recovery import BreakerState, OperatorAction
+
+    cfg = config.load(None, env={})
+    engine = shell.make_engine(cfg, {(Market.SPOT, "BTCUSDT"): BTC})
+    risk = engine.trader.risk
+    tripped = BreakerState("drawdown", True, "drawdown_halt", 5, {"level": "HALTED"})
+    risk.restore_breakers([tripped], 10)
+    risk.drain()
+    assert risk.state.value == "HALTED"
+    action = OperatorAction(1, "risk_reset", "checked the feed", "ops", 0)
+    outputs = shell.apply_operator_action(engine, action, 20)
+    assert outputs is not None and risk.state.value == "ACTIVE"
+    cleared = [o for o in outputs if type(o).__name__ == "BreakerChanged"]
+    assert cleared and not cleared[0].tripped and "ops" in cleared[0].reason
+    unknown = OperatorAction(2, "flatten_all", "", "ops", 0)
+    assert shell.apply_operator_action(engine, unknown, 30) is None  # left pending, not lost

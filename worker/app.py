@@ -357,7 +357,6 @@ class Worker:
     async def _operator_actions(self) -> None:
         """Apply operator actions (`python -m worker risk reset`) once the engine can."""
         assert self.writer is not None
-        hook = getattr(self.engine, "apply_operator_action", None)
         while True:
             try:
                 actions = await self.writer.pending_operator_actions()
@@ -367,16 +366,14 @@ class Worker:
             for action in actions:
                 if action.action_id in self._applied_actions:
                     continue
-                if hook is None:
-                    shell._once("operator", "engine has no apply_operator_action(action, ts_ns): pending")
-                    break
                 ts = time.time_ns()
-                outputs = list(hook(action, ts) or [])
+                outputs = shell.apply_operator_action(self.engine, action, ts)
+                if outputs is None:
+                    shell._once("operator", f"the engine cannot apply {action.action!r} yet: left pending")
+                    continue
                 self._applied_actions.add(action.action_id)
                 self.emit([*outputs, OperatorActionApplied(action.action_id, ts)])
                 log.info("operator action applied", extra={"action": action.action, "by": action.operator})
-                if self.notifier is not None and action.action == "risk_reset":
-                    self.notifier.offer(notify.breaker_reset("all", action.operator))
             await asyncio.sleep(1.0)  # polling period, not synchronization
 
     async def _log_stats(self) -> None:

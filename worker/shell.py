@@ -195,6 +195,22 @@ def _restore_trader(trader: Any, state: recovery.RecoveredState, ts_ns: int, db_
     return list(risk.drain())
 
 
+def apply_operator_action(engine: Any, action: recovery.OperatorAction, ts_ns: int) -> list[Any] | None:
+    """Apply one operator action; None when the engine cannot (the action then stays pending).
+
+    `engine.apply_operator_action(action, ts_ns)` when the engine has it; else a `risk_reset` goes to
+    the trader's `RiskEngine.reset` (clear the breakers, re-anchor at the current equity)."""
+    hook = getattr(engine, "apply_operator_action", None)
+    if hook is not None:
+        return list(hook(action, ts_ns) or [])
+    trader = getattr(engine, "trader", None)
+    if trader is None or action.action != "risk_reset":
+        return None
+    reason = f"operator {action.operator}: {action.reason}".strip()
+    trader.risk.reset(ts_ns, reason, trader.portfolio.equity)
+    return list(trader.risk.drain())
+
+
 def trading_state(engine: Any) -> tuple[str, str]:
     """(state, reason) from `engine.trading_state` (attribute or method; str or (state, reason))."""
     value = getattr(engine, "trading_state", None)
