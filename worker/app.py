@@ -526,7 +526,9 @@ async def serve(cfg: WorkerConfig) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level or os.environ.get("QF_LOG_LEVEL") or "INFO", secrets=[_env_token()])
+    level = str(args.log_level or os.environ.get("QF_LOG_LEVEL") or "INFO").upper()
+    # A bad level is reported by the config check below (naming worker.log_level), not by a traceback.
+    setup_logging(level if level in config.LOG_LEVELS else "INFO", secrets=[_env_token()])
     try:
         cfg = config.from_args(args)
         logging.getLogger().setLevel(cfg.log_level)

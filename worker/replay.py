@@ -479,8 +479,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
+        level = str(args.log_level or "INFO").upper()
         logging.basicConfig(
-            level=(args.log_level or "INFO").upper(),
+            level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO",
             format="%(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
