@@ -95,6 +95,7 @@ import httpx
 name, url, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 want_rows = len(sys.argv) > 4
 watch = int(os.environ.get("WATCH_PID") or 0)
+poll_s = float(os.environ.get("POLL_S") or 0.25)
 deadline, last = time.monotonic() + timeout, "no answer"
 with httpx.Client(timeout=2.0, trust_env=False) as client:
     while time.monotonic() < deadline:
@@ -113,7 +114,7 @@ with httpx.Client(timeout=2.0, trust_env=False) as client:
             last = f"HTTP {r.status_code}: {r.text[:300]}"
         except (httpx.HTTPError, ValueError) as exc:
             last = f"{type(exc).__name__}: {exc}"
-        time.sleep(0.25)  # polling another process: there is no event to wait on
+        time.sleep(poll_s)  # polling another process: there is no event to wait on
 print(f"{name}: not ready after {timeout:g} s ({last})", file=sys.stderr)
 sys.exit(1)
 PY
@@ -177,12 +178,14 @@ host = "127.0.0.1"
 enabled = false
 
 [features]
+windows_ms = [1000, 10000]
 vol_warmup_samples = 5
 
 [strategy]
 warmup_samples = 5
 norm_halflife_s = 10.0
-entry_threshold = 1.5
+entry_threshold = 1.0
+max_vol_bps = 50.0
 TOML
 export QF_CONFIG="$WORK/worker.toml"
 QF_DB="$WORK/worker/quantumflow.db" start_group worker \
@@ -220,7 +223,7 @@ if [[ -n ${REHEARSE_SKIP_FILLS:-} ]]; then # a developer's knob while the strate
   FILLS="FILLS NOT CHECKED (REHEARSE_SKIP_FILLS)"
   log "$FILLS"
 else
-  WATCH_PID=$WORKER_PID wait_http "api fills" "http://127.0.0.1:$API_PORT/api/v1/fills?limit=5" "$FILLS_TIMEOUT" fills ||
+  WATCH_PID=$WORKER_PID POLL_S=${REHEARSE_POLL_S:-1} wait_http "api fills" "http://127.0.0.1:$API_PORT/api/v1/fills?limit=5" "$FILLS_TIMEOUT" fills ||
     fail "no fills reached the API within ${FILLS_TIMEOUT} s"
 fi
 [[ ! -e $WORK/api/quantumflow.db || $WORK/api/quantumflow.db -ef $WORK/worker/quantumflow.db ]] &&
