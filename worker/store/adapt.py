@@ -209,7 +209,10 @@ def _signal(s: Any, markets: Mapping[str, str] | None = None) -> list[Any]:
     detail: dict[str, Any] = {"kind": kind, "reason": str(getattr(s, "reason", ""))}
     if hasattr(s, "size_lots"):
         detail["size_lots"] = s.size_lots
-    if isinstance(bid, int) and isinstance(ask, int):
+    as_dict = getattr(vector, "as_dict", None)
+    if as_dict is not None:  # the feature values that produced the signal
+        detail = {**as_dict(), **detail}
+    elif isinstance(bid, int) and isinstance(ask, int):
         detail.update(bid=bid, ask=ask, bid_qty=vector.bid_qty, ask_qty=getattr(vector, "ask_qty", None))
     side = getattr(s, "side", getattr(s, "direction", 0))
     value = getattr(s, "score", getattr(s, "value", 0.0))

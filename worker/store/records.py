@@ -346,12 +346,13 @@ def book_latest_row(b: Any) -> tuple:
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    """Features as a dict: a Mapping as is, a NamedTuple (FeatureVector) via `_asdict`."""
+    """Features as a dict: a Mapping as is, a FeatureVector via its `as_dict` (the derived features, not
+    its internal window starts), any other NamedTuple via `_asdict`."""
     if value is None:
         return {}
     if isinstance(value, Mapping):
         return value
-    as_dict = getattr(value, "_asdict", None)
+    as_dict = getattr(value, "as_dict", None) or getattr(value, "_asdict", None)
     return as_dict() if as_dict else {"value": repr(value)}
 
 
