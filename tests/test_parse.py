@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.binance import parse as parse_module
 from worker.binance.parse import FrameParser, ParseError, make_converter, parse_exchange_info
 from worker.errors import ConfigError
 from worker.events import BookTicker, DepthDiff, DepthSnapshot, Market, Trade
@@ -178,8 +177,8 @@ def test_quantity_off_lot_grid_is_rounded_up_and_counted(parser: FrameParser) ->
     assert parser.counters["qty_rounded_up"] == 2
 
 
-def test_cache_stays_bounded_and_exact(parser: FrameParser, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parse_module, "CACHE_BOUND", 64)
+def test_cache_stays_bounded_and_exact() -> None:
+    parser = FrameParser(DEFAULT_INSTRUMENTS, cache_bound=64)
     instrument = DEFAULT_INSTRUMENTS[(Market.SPOT, "BTCUSDT")]
     for start in range(0, 1000, 37):
         bids = [[f"{60000 + i}.{i % 100:02d}000000", f"0.{i:05d}000"] for i in range(start, start + 40)]

@@ -39,9 +39,10 @@ from worker.instruments import Instrument, OffGridError
 
 MS = 1_000_000
 # Entries per symbol and kind (price / quantity), evicted first-in first-out. Binance re-sends the same
-# far-away prices over and over: on the spot recording 16384 entries cut cache misses in the largest
-# diffs from 44% (8192, clear-all) to 27%. A full cache is ~2 MB; its size never grows past the bound.
-CACHE_BOUND = 16384
+# far-away prices over and over: on the spot recording, in the largest diffs, price misses fall from 44%
+# (8192 entries, cleared when full) to 27% (16384 FIFO) and 17% (32768 FIFO). A full pair of caches
+# holds ~8 MB per symbol and never grows past the bound.
+CACHE_BOUND = 32768
 
 _STREAM_KINDS = {"depth": "depthUpdate", "trade": "trade", "bookTicker": "bookTicker"}
 
@@ -93,6 +94,7 @@ class _Codec:
 
     __slots__ = (
         "_strict_qty",
+        "bound",
         "instrument",
         "market",
         "price_of",
@@ -104,8 +106,9 @@ class _Codec:
         "symbol",
     )
 
-    def __init__(self, instrument: Instrument) -> None:
+    def __init__(self, instrument: Instrument, bound: int = 0) -> None:
         self.instrument = instrument
+        self.bound = bound or CACHE_BOUND
         self.symbol = instrument.symbol
         self.market = instrument.market
         self.price_of = make_converter(*instrument._price_grid)
@@ -121,35 +124,39 @@ class _Codec:
         try:
             return self._strict_qty(text)
         except OffGridError:
-            digits = text.replace(".", "", 1)
-            if not (digits.isascii() and digits.isdigit()):
-                raise
-            lots = (Decimal(text) / self.instrument.step_size).to_integral_value(ROUND_CEILING)
-            self.rounded += 1
-            return int(lots)
+            return self._rounded_qty(text)
+
+    def _rounded_qty(self, text: str) -> int:
+        digits = text.replace(".", "", 1)
+        if not (digits.isascii() and digits.isdigit()):
+            raise OffGridError(text) from None
+        lots = (Decimal(text) / self.instrument.step_size).to_integral_value(ROUND_CEILING)
+        self.rounded += 1
+        return int(lots)
 
     def price(self, text: str) -> int:
-        value = self.prices.get(text)
+        prices = self.prices
+        value = prices.get(text)
         if value is None:
             value = self.price_of(text)
             if value <= 0:
                 raise OffGridError(f"price {text} is not positive")
-            self._remember(self.prices, self.price_order, text, value)
+            if len(prices) >= self.bound:
+                del prices[self.price_order.popleft()]  # first in, first out: size stays at the bound
+            prices[text] = value
+            self.price_order.append(text)
         return value
 
     def qty(self, text: str) -> int:
-        value = self.qtys.get(text)
+        qtys = self.qtys
+        value = qtys.get(text)
         if value is None:
             value = self.qty_of(text)
-            self._remember(self.qtys, self.qty_order, text, value)
+            if len(qtys) >= self.bound:
+                del qtys[self.qty_order.popleft()]
+            qtys[text] = value
+            self.qty_order.append(text)
         return value
-
-    @staticmethod
-    def _remember(cache: dict[str, int], order: deque[str], text: str, value: int) -> None:
-        if len(cache) >= CACHE_BOUND:
-            del cache[order.popleft()]  # first in, first out: the size stays at the bound
-        cache[text] = value
-        order.append(text)
 
     def levels(self, raw: list[Any]) -> list[Level]:
         prices, qtys = self.prices, self.qtys
@@ -160,11 +167,12 @@ class _Codec:
         return self._levels_slow(raw)
 
     def _levels_slow(self, raw: list[Any]) -> list[Level]:
-        """One pass that converts the misses and remembers them (FIFO-bounded)."""
+        """One pass that converts the misses and remembers them (FIFO-bounded, inlined: per-level cost)."""
         prices, qtys = self.prices, self.qtys
         pget, qget = prices.get, qtys.get
-        price_of, qty_of, remember = self.price_of, self.qty_of, self._remember
+        price_of, strict_qty = self.price_of, self._strict_qty
         porder, qorder = self.price_order, self.qty_order
+        bound = self.bound
         out = []
         append = out.append
         for p, q in raw:
@@ -173,11 +181,20 @@ class _Codec:
                 price = price_of(p)
                 if price <= 0:
                     raise OffGridError(f"price {p} is not positive")
-                remember(prices, porder, p, price)
+                if len(prices) >= bound:
+                    del prices[porder.popleft()]
+                prices[p] = price
+                porder.append(p)
             qty = qget(q)
             if qty is None:
-                remember(qtys, qorder, q, qty_of(q))
-                qty = qtys[q]
+                try:
+                    qty = strict_qty(q)
+                except OffGridError:
+                    qty = self._rounded_qty(q)
+                if len(qtys) >= bound:
+                    del qtys[qorder.popleft()]
+                qtys[q] = qty
+                qorder.append(q)
             append((price, qty))
         return out
 
@@ -199,10 +216,13 @@ _PARSE_FAILURES = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 class FrameParser:
     """Stateless apart from conversion caches: one instance per worker (or per replay)."""
 
-    def __init__(self, instruments: Mapping[tuple[Market, str], Instrument]) -> None:
+    def __init__(self, instruments: Mapping[tuple[Market, str], Instrument], *, cache_bound: int = 0) -> None:
+        """`cache_bound`: text -> int entries kept per symbol and kind (default `CACHE_BOUND`)."""
+        if cache_bound < 0:
+            raise ConfigError("cache_bound", f">= 0 (0 = the default {CACHE_BOUND}), got {cache_bound}")
         self._codecs: dict[Market, dict[str, _Codec]] = {Market.SPOT: {}, Market.USDM: {}}
         for (market, symbol), instrument in instruments.items():
-            self._codecs[Market(market)][symbol.upper()] = _Codec(instrument)
+            self._codecs[Market(market)][symbol.upper()] = _Codec(instrument, cache_bound)
         self._stream_kinds: dict[str, str] = {}
 
     @property
