@@ -308,26 +308,3 @@ async def test_alert_sink_digests_fills_and_alerts_storms_and_feed_state(fake):
     assert texts[2] == "⚠️ Feed stale on spot:BTCUSDT: no frames for 10s"
     assert texts[3] == "✅ Feed on spot:BTCUSDT back after 1m 0s"
     assert len(texts) == 4 and n.stats.suppressed == 1
-
-
-async def test_alert_sink_announces_pauses_breakers_and_incidents(fake):
-    from worker.events import TimerTick
-    from worker.risk import BreakerChanged
-    from worker.trader import Incident, PauseChange
-
-    n = Notifier(config(fake))
-    sink = notify.AlertSink(n, {})
-    until = 1_767_398_400_000_000_000  # 2026-01-03 00:00 UTC
-    sink(TimerTick(1), [PauseChange(1, True, "shabbat", until)])
-    sink(TimerTick(2), [BreakerChanged(2, "drawdown", True, "drawdown_halt", {})])
-    sink(TimerTick(3), [BreakerChanged(3, "drawdown", False, "operator", {})])
-    sink(TimerTick(4), [Incident(4, "impossible_fill", "fill 7: spot sell exceeds the position")])
-    sink(TimerTick(5), [PauseChange(5, False, "shabbat", None)])
-    await n.start()
-    await drained(n)
-    texts = fake.texts()
-    assert texts[0] == "🕯 shabbat: trading paused until 2026-01-03 00:00 UTC"
-    assert texts[1].startswith("🛑 Circuit breaker drawdown TRIPPED: drawdown_halt")
-    assert texts[2].startswith("✅ Circuit breaker drawdown reset by operator")
-    assert texts[3].startswith("❗ Error in impossible_fill: fill 7")
-    assert texts[4] == "🌅 shabbat over: trading resumed"

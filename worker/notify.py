@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import re
 import time
@@ -583,32 +582,12 @@ class AlertSink:
                 instrument = self.instruments.get(out.symbol)
                 if instrument is not None:
                     self.notifier.offer_fill(fill_note(out, instrument))
-            elif name == "PauseChange":
-                self._pause_change(out)
-            elif name == "BreakerChanged":
-                if out.tripped:
-                    text = breaker_tripped(out.breaker, out.reason)
-                else:
-                    text = breaker_reset(out.breaker, out.reason)
-                self.notifier.offer(text, key=f"breaker:{out.breaker}:{out.tripped}")
-            elif name == "Incident":
-                self.notifier.offer(
-                    error(out.kind, out.detail), key=f"incident:{out.kind}", cooldown_s=self.cooldown_s
-                )
             elif name == "SyncChange" and str(out.state) == "syncing":
                 key = f"{out.market}:{out.symbol}"
                 count = self.storms.observe(key, out.recv_ns / 1e9)
                 if count is not None:
                     text = resync_storm(key, count, self.storms.window_s)
                     self.notifier.offer(text, key=f"storm:{key}", cooldown_s=self.cooldown_s)
-
-    def _pause_change(self, change: Any) -> None:
-        reason = change.reason.replace(",", ", ") or "Shabbat"
-        if change.paused:
-            until = _utc_text(change.until_ns) if change.until_ns else "havdalah"
-            self.notifier.offer(shabbat_pause(until, reason), key="pause")
-        else:
-            self.notifier.offer(shabbat_resume(reason), key="resume")
 
     def _feed_status(self, status: Any) -> None:
         key = f"{status.market}:{status.symbol}"
@@ -620,7 +599,3 @@ class AlertSink:
         elif state == "connected" and key in self._down_since:
             down_s = (status.recv_ns - self._down_since.pop(key)) / 1e9
             self.notifier.offer(feed_recovered(key, down_s))
-
-
-def _utc_text(ts_ns: int) -> str:
-    return dt.datetime.fromtimestamp(ts_ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
