@@ -359,6 +359,10 @@ class Broker:
                     return r.pos.front
         return None
 
+    def resume_ids(self, last_fill_id: int) -> None:
+        """Continue fill ids after `last_fill_id`: on a restart the store skips a repeated id."""
+        self._fill_id = max(self._fill_id, last_fill_id)
+
     def pending_count(self) -> int:
         return len(self._pending)
 

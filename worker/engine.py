@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -205,6 +205,17 @@ class Engine:
         was_live = state.book.state is SyncState.LIVE
         state.book.resync(reason)
         return self._went_syncing(state, reason, recv_ns) if was_live else []
+
+    # --- trading hooks (the shell's) ---
+    def restore(self, fills: Iterable[Any], **persisted: Any) -> list[Any]:
+        """Hand the trader what a previous run persisted (see `Trader.restore`); no-op without one."""
+        return self.trader.restore(fills, **persisted) if self.trader is not None else []
+
+    def set_storage_lag(self, lagging: bool, ts_ns: int) -> list[Any]:
+        out: list[Any] = []
+        if self.trader is not None:
+            self.trader.set_storage_lag(lagging, ts_ns, out)
+        return out
 
     # --- events ---
     def on_event(self, event: Event) -> list[Any]:

@@ -152,47 +152,27 @@ def restore(
     if cancels:
         log.warning("cancelling orders left open by the previous run", extra={"orders": len(cancels)})
         submit(cancels)
-    hook = getattr(engine, "restore", None)
-    if hook is not None:
-        outputs = list(hook(state, ts_ns) or [])
-    elif getattr(engine, "trader", None) is not None and db_path is not None:
-        outputs = _restore_trader(engine.trader, state, ts_ns, db_path)
-    else:
-        if state.fills or state.breakers:
-            _once("restore", "engine has no restore(state, ts_ns): positions and breakers not reloaded")
-        outputs = []
+    outputs: list[Any] = []
+    if getattr(engine, "trader", None) is not None and db_path is not None:
+        fills: list[Any] = []
+        if state.fills:
+            conn = db.connect_readonly(db_path)
+            try:
+                fills = list(recovery.iter_fills(conn))
+            finally:
+                conn.close()
+            log.info("portfolio rebuilt from fills", extra={"fills": len(fills)})
+        outputs = engine.restore(
+            fills,
+            last_order_id=state.max_order_id,
+            last_fill_id=state.max_fill_id,
+            breakers=state.breakers.values(),
+            equity_peak=state.equity_peak,
+            ts_ns=ts_ns,
+        )
     if outputs:
         submit(outputs)
     return outputs
-
-
-def _restore_trader(trader: Any, state: recovery.RecoveredState, ts_ns: int, db_path: Any) -> list[Any]:
-    """Stop-gap until `Engine.restore(state, ts_ns)` exists (then this is not called): continue the id
-    sequences after the persisted ones (a reused fill id would be skipped by the writer as a duplicate),
-    rebuild the portfolio from the persisted fills, reload tripped breakers and the equity peak."""
-    from worker.portfolio import rebuild_from_fills
-
-    if hasattr(trader, "_next_order_id"):
-        trader._next_order_id = max(trader._next_order_id, state.max_order_id + 1)
-    broker = getattr(trader, "broker", None)
-    if broker is not None and hasattr(broker, "_fill_id"):
-        broker._fill_id = max(broker._fill_id, state.max_fill_id)
-    if state.fills:
-        conn = db.connect_readonly(db_path)
-        try:
-            fills = list(recovery.iter_fills(conn))
-        finally:
-            conn.close()
-        old = trader.portfolio
-        trader.portfolio = rebuild_from_fills(
-            fills, trader.instruments, starting_cash=getattr(old, "starting_cash", None)
-        )
-        log.info("portfolio rebuilt from fills", extra={"fills": len(fills)})
-    risk = trader.risk
-    risk.restore_breakers(state.breakers.values(), ts_ns, state.equity_peak)
-    if state.equity_peak is not None and hasattr(trader.portfolio, "restore_peak"):
-        trader.portfolio.restore_peak(state.equity_peak)
-    return list(risk.drain())
 
 
 def apply_operator_action(engine: Any, action: recovery.OperatorAction, ts_ns: int) -> list[Any] | None:

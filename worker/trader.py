@@ -20,7 +20,7 @@ Design and invariants:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -33,7 +33,7 @@ from worker.events import DepthDiff, Market, Trade
 from worker.features import FeatureConfig, Features, FeatureVector
 from worker.instruments import MONEY_SCALE, Instrument
 from worker.orders import Fill, Order, OrderType, Side, TimeInForce
-from worker.portfolio import ImpossibleFill, Portfolio
+from worker.portfolio import ImpossibleFill, Portfolio, rebuild_from_fills
 from worker.risk import OrderIntent, RiskConfig, RiskEngine, order_for
 from worker.strategy import Signal, SignalKind, Strategy, StrategyConfig
 
@@ -249,6 +249,31 @@ class Trader:
 
     def on_time(self, ts_ns: int, out: list) -> None:
         self._absorb(self.broker.on_time(ts_ns), ts_ns, out)
+
+    def restore(
+        self,
+        fills: Iterable[Fill],
+        *,
+        last_order_id: int,
+        last_fill_id: int,
+        breakers: Iterable[Any],
+        equity_peak: int | None,
+        ts_ns: int,
+    ) -> list[Any]:
+        """Start from what a previous run persisted: ids continue after the stored ones, the portfolio is
+        rebuilt from the fills (the fills win over any stored position), tripped breakers and the equity
+        peak carry over. Open orders are not reopened: the shell records them cancelled (`restart`)."""
+        self._next_order_id = max(self._next_order_id, last_order_id + 1)
+        self.broker.resume_ids(last_fill_id)
+        fills = list(fills)
+        if fills:
+            self.portfolio = rebuild_from_fills(
+                fills, self.instruments, starting_cash=self.portfolio.starting_cash
+            )
+        if equity_peak is not None:
+            self.portfolio.restore_peak(equity_peak)
+        self.risk.restore_breakers(breakers, ts_ns, equity_peak)
+        return list(self.risk.drain())
 
     def set_storage_lag(self, lagging: bool, ts_ns: int, out: list) -> None:
         self.risk.set_storage_lag(lagging, ts_ns)
