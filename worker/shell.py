@@ -131,15 +131,6 @@ async def open_store(
     return writer, state
 
 
-_warned: set[str] = set()
-
-
-def _once(name: str, message: str) -> None:
-    if name not in _warned:
-        _warned.add(name)
-        log.warning(message)
-
-
 def restore(
     engine: Any,
     state: recovery.RecoveredState,
@@ -232,15 +223,7 @@ class StorageLagGate:
             log.error("store writer lagging: no new positions until it catches up", extra=detail)
         else:
             log.info("store writer caught up", extra=detail)
-        hook = getattr(self.engine, "set_storage_lag", None)
-        trader = getattr(self.engine, "trader", None)
-        outputs: list[Any] = []
-        if hook is not None:
-            outputs = list(hook(lagging, ts_ns) or [])
-        elif trader is not None:
-            trader.set_storage_lag(lagging, ts_ns, outputs)
-        else:
-            _once("set_storage_lag", "engine has no set_storage_lag(lagging, ts_ns): gate not enforced")
+        outputs = self.engine.set_storage_lag(lagging, ts_ns)
         severity = "error" if lagging else "info"
         kind = "storage_lag" if lagging else "storage_caught_up"
         self.emit([SystemEvent(ts_ns, kind, severity, "", "", detail), *outputs])
