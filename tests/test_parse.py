@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.binance.parse import FrameParser, ParseError, make_converter, parse_exchange_info
+from worker.binance.parse import (
+    FrameParser,
+    ParseError,
+    make_converter,
+    make_split_converter,
+    parse_exchange_info,
+)
 from worker.errors import ConfigError
 from worker.events import BookTicker, DepthDiff, DepthSnapshot, Market, Trade
 from worker.instruments import DEFAULT_INSTRUMENTS, Instrument, OffGridError
@@ -301,3 +307,22 @@ def test_exchange_info_errors() -> None:
         parse_exchange_info(SPOT_INFO, Market.SPOT, ["ETHBTC"])
     with pytest.raises(ConfigError, match="JSON"):
         parse_exchange_info(b"{oops", Market.SPOT)
+
+
+@given(
+    st.lists(st.from_regex(r"\A[0-9]{1,3}\.[0-9]{0,4}\Z") | decimal_text, min_size=1, max_size=40),
+    st.sampled_from([(1, 2), (1, 0), (1, 3), (5, 1)]),
+)
+def test_split_converter_agrees_with_the_plain_one(texts: list[str], grid: tuple[int, int]) -> None:
+    split = make_split_converter(*grid, bound=8)  # a tiny bound also exercises the clearing
+    plain = make_converter(*grid)
+    for text in texts + texts[::-1]:  # repeats hit the part caches
+        try:
+            expected: int | None = plain(text)
+        except (OffGridError, ValueError):
+            expected = None
+        if expected is None:
+            with pytest.raises((OffGridError, ValueError)):
+                split(text)
+        else:
+            assert split(text) == expected
