@@ -119,6 +119,10 @@ def make_engine(path: Path, kind: str) -> Any:
     return worker_engine(load_config(env={}), DEFAULT_INSTRUMENTS, traded)
 
 
+def cache_entries(parser: Any) -> int:
+    return sum(len(c.prices) + len(c.qtys) for codecs in parser._codecs.values() for c in codecs.values())
+
+
 def run_one(path: Path, kind: str = "full") -> dict:
     """Replay one recording in this process and measure it."""
     from worker.binance.parse import FrameParser, ParseError
@@ -136,7 +140,7 @@ def run_one(path: Path, kind: str = "full") -> dict:
     perf = time.perf_counter_ns
     parse_frame, parse_snapshot, on_event = parser.parse_frame, parser.parse_snapshot, engine.on_event
     frames = bad = outputs = 0
-    blocks_mid = blocks_end = 0
+    blocks_mid = blocks_end = cache_mid = 0
     started = perf()
     for item in merged(reader, default_snapshots_path(path)):
         is_frame = type(item) is RecordedFrame
@@ -160,7 +164,9 @@ def run_one(path: Path, kind: str = "full") -> dict:
                 depth_ns.append(elapsed)
             if frames == half:
                 blocks_mid = sys.getallocatedblocks()
+                cache_mid = cache_entries(parser)
     blocks_end = sys.getallocatedblocks()
+    cache_end = cache_entries(parser)
     wall = (perf() - started) / 1e9
     # (the timing arrays grow as one realloc'd buffer outside pymalloc: they add no blocks)
     steady_msgs = max(frames - half, 1)
@@ -188,6 +194,10 @@ def run_one(path: Path, kind: str = "full") -> dict:
         "wall_msgs_per_s": frames / wall if wall else 0.0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "blocks_per_msg": (blocks_end - blocks_mid) / steady_msgs,
+        # the parser's text -> int caches are bounded (FIFO); while they are still filling each new
+        # entry keeps ~2 blocks (its text and its int): this is the growth left once they are full
+        "cache_entries_end": cache_end,
+        "blocks_per_msg_caches_full": (blocks_end - blocks_mid - 2 * (cache_end - cache_mid)) / steady_msgs,
         "plain_book_depth_p50_ns": plain_p50,
         "plain_book_depth_p99_ns": plain_p99,
         "gaps": summary["gaps"],
@@ -204,7 +214,10 @@ def report_line(r: dict) -> str:
         f"  depth frames p50 {r['depth_p50_ns'] / 1000:6.1f} µs  p99 {r['depth_p99_ns'] / 1000:6.1f} µs"
         f"  max {r['depth_max_ns'] / 1000:7.1f} µs  (targets p50 < 20, p99 < 150)\n"
         f"  {r['msgs_per_s']:,.0f} msgs/s hot path ({r['wall_msgs_per_s']:,.0f} incl. gunzip),"
-        f" peak RSS {r['peak_rss_mb']:.1f} MB (target < 50), blocks/msg {r['blocks_per_msg']:+.4f}\n"
+        f" peak RSS {r['peak_rss_mb']:.1f} MB (target < 50)\n"
+        f"  allocated blocks per message, 2nd half: {r['blocks_per_msg']:+.4f}"
+        f" ({r['blocks_per_msg_caches_full']:+.4f} once the bounded conversion caches are full;"
+        f" {r['cache_entries_end']:,} entries now)\n"
         f"  calibration: the issue's plain book, same run: depth p50"
         f" {r['plain_book_depth_p50_ns'] / 1000:.1f} µs p99 {r['plain_book_depth_p99_ns'] / 1000:.1f} µs"
         " (the issue measured 19 / 296)"
