@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from api import render
 from api.problems import Problem
 from worker.store.db import StoreError, connect_readonly
 
@@ -54,9 +55,21 @@ class Unavailable(Problem):
 class Reader:
     """What an endpoint's query function sees: a read-only connection with a row cap."""
 
-    def __init__(self, conn: sqlite3.Connection, max_rows: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, max_rows: int, database: Database | None = None) -> None:
         self.conn = conn
         self.max_rows = max_rows
+        self.database = database
+
+    def instruments(self) -> dict[tuple[str, str], render.InstrumentView]:
+        """The instruments table as render views, cached while the file is unchanged."""
+        signature = self.database.signature() if self.database is not None else None
+        cached = self.database._instruments if self.database is not None else None
+        if cached is not None and signature is not None and cached[0] == signature:
+            return cached[1]
+        value = render.instruments(self.rows(render.INSTRUMENTS_SQL))
+        if self.database is not None:
+            self.database._instruments = (signature, value)
+        return value
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         cur = self.conn.execute(sql, params)
@@ -92,6 +105,7 @@ class Database:
         self._local = threading.local()
         self.timeouts = 0
         self.opened = 0
+        self._instruments: tuple[tuple, dict] | None = None
 
     def connect(self) -> sqlite3.Connection:
         """A fresh read-only connection (also what the read-only test tries to write through)."""
@@ -145,7 +159,7 @@ class Database:
         try:
             conn.execute("BEGIN")
             try:
-                result = fn(Reader(conn, self.max_rows))
+                result = fn(Reader(conn, self.max_rows, self))
             except sqlite3.Error:
                 raise
             except BaseException:

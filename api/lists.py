@@ -227,7 +227,7 @@ def _page(
         )
 
         def run_json(reader: Reader) -> tuple[list[tuple], dict]:
-            instruments = render.instruments(reader.rows(render.INSTRUMENTS_SQL))
+            instruments = reader.instruments()
             cte, cte_params = sqljson.instrument_cte(instruments)
             rows = reader.rows(f"WITH {cte}, {body}", [*cte_params, *params, limit, limit, limit])
             return rows, instruments
@@ -239,7 +239,7 @@ def _page(
     )
 
     def run(reader: Reader) -> tuple[list[tuple], dict]:
-        return reader.rows(sql, params), render.instruments(reader.rows(render.INSTRUMENTS_SQL))
+        return reader.rows(sql, params), reader.instruments()
 
     return limit, filters, run
 
@@ -349,6 +349,10 @@ async def risk_events(request: Request) -> JSON:
     if verdicts:
         where.append(f"verdict IN ({','.join('?' * len(verdicts))})")
         params.extend(verdicts)
+    else:
+        # Default: the interventions (adjusted and denied), over the store's partial index on them;
+        # approved decisions are the bulk of the table and the store may expire them.
+        where.append("verdict != 'approved'")
     if reason is not None:
         where.append("reason = ?")
         params.append(reason)
@@ -382,7 +386,7 @@ async def order_detail(request: Request) -> JSON:
             f"SELECT {FILL_COLUMNS} FROM fills WHERE order_id = ? ORDER BY ts_ns, fill_id LIMIT ?",
             (order_id, MAX_ORDER_FILLS),
         )
-        return row, events, order_fills, render.instruments(reader.rows(render.INSTRUMENTS_SQL))
+        return row, events, order_fills, reader.instruments()
 
     found = await ctx(request).db.run(run)
     if found is None:

@@ -11,8 +11,8 @@ Design and invariants:
   asked for (at most 60 x points rows), never by the size of the database.
 - Open/close of a grouped bucket are its first/last bar's (two primary-key lookups per bucket); high and
   low, the worst drawdown inside the bucket and the sample count are aggregates.
-- Unrealized P&L marks each position at the latest mid (`book_top_latest`); exact integer money,
-  rounded half-even to 1e-8 only where the mid is a half tick.
+- Unrealized P&L marks each position where it could be closed now (`book_top_latest`: a long at the
+  bid, a short at the ask), in exact integer money.
 - Statistics are floats (returns, ratios); money stays exact decimal text.
 """
 
@@ -49,18 +49,10 @@ def _latest_equity(reader: Reader) -> tuple | None:
     return None
 
 
-def _round_half_even_div(numerator: int, denominator: int) -> int:
-    q, r = divmod(numerator, denominator)
-    twice = 2 * r
-    if twice > denominator or (twice == denominator and q % 2):
-        q += 1
-    return q
-
-
-def _mark_value(inst: render.InstrumentView, qty: int, mid2: int) -> int:
-    """Money value of `qty` lots at mid = mid2 / 2 ticks, exact then rounded half-even to 1e-8."""
+def _mark_value(inst: render.InstrumentView, qty: int, price_ticks: int) -> int:
+    """Exact money value of `qty` lots at `price_ticks` (tick x step x 1e8 is an integer by contract)."""
     numerator, decimals = inst.money_per_tick_lot_e()
-    return _round_half_even_div(qty * mid2 * numerator, 2 * 10**decimals)
+    return qty * price_ticks * numerator // 10**decimals
 
 
 def _avg_price(inst: render.InstrumentView, qty: int, cost: int) -> float | None:
@@ -73,23 +65,24 @@ def _avg_price(inst: render.InstrumentView, qty: int, cost: int) -> float | None
 
 _POSITIONS = (
     "SELECT p.market, p.symbol, p.qty, p.cost, p.realized_pnl, p.fees, p.fills, p.last_fill_id, "
-    "p.updated_ns, b.bid_price, b.ask_price, b.ts_ns FROM positions p LEFT JOIN book_top_latest b "
+    "p.updated_ns, b.bid_price, b.ask_price, b.ts_ns, p.funding FROM positions p LEFT JOIN book_top_latest b "
     "ON b.market = p.market AND b.symbol = p.symbol ORDER BY p.market, p.symbol LIMIT 1000"
 )
 
 
 def _positions(reader: Reader) -> tuple[list[dict[str, Any]], int, int]:
-    instruments = render.instruments(reader.rows(render.INSTRUMENTS_SQL))
+    instruments = reader.instruments()
     out = []
     total_unrealized = 0
     total_exposure = 0
     for r in reader.rows(_POSITIONS):
-        market, symbol, qty, cost, realized, fees, fills, last_fill, updated, bid, ask, book_ns = r
+        market, symbol, qty, cost, realized, fees, fills, last_fill, updated, bid, ask, book_ns, funding = r
         inst = instruments.get((market, symbol)) or render.FALLBACK
-        mid2 = bid + ask if bid is not None and ask is not None else None
+        # The store's recipe: a long is worth what the bid pays, a short costs what the ask asks.
+        mark = (bid if qty > 0 else ask) if bid is not None and ask is not None else None
         unrealized = value = None
-        if mid2 is not None:
-            value = _mark_value(inst, qty, mid2)
+        if mark is not None:
+            value = _mark_value(inst, qty, mark)
             unrealized = value - cost
             total_unrealized += unrealized
             total_exposure += abs(value)
@@ -101,12 +94,13 @@ def _positions(reader: Reader) -> tuple[list[dict[str, Any]], int, int]:
                 "side": "LONG" if qty > 0 else "SHORT" if qty < 0 else "FLAT",
                 "cost": render.money(cost),
                 "avg_price": _avg_price(inst, qty, cost),
-                "mark_price": inst.price_float(mid2 / 2) if mid2 is not None else None,
+                "mark_price": inst.price(mark),
                 "mark_time": render.iso(book_ns),
                 "market_value": render.money(value),
                 "unrealized_pnl": render.money(unrealized),
                 "realized_pnl": render.money(realized),
                 "fees": render.money(fees),
+                "funding": render.money(funding),
                 "fills": fills,
                 "last_fill_id": last_fill,
                 "updated": render.iso(updated),
@@ -146,8 +140,8 @@ def _pnl(reader: Reader) -> dict[str, Any]:
             "net_realized_pnl": render.money(totals[0] - totals[1]),
             "fills": totals[2],
             "volume": render.money(totals[3]),
-            "unrealized_pnl_at_last_mid": render.money(unrealized_now),
-            "exposure_at_last_mid": render.money(exposure_now),
+            "unrealized_pnl_at_book": render.money(unrealized_now),
+            "exposure_at_book": render.money(exposure_now),
             "positions": positions_,
             "equity": None,
             "cash": None,
@@ -238,15 +232,15 @@ async def equity(request: Request) -> JSON:
     q.window_s("window", 60, MAX_WINDOW_S)
 
     def run(reader: Reader) -> dict[str, Any]:
-        newest = reader.one("SELECT max(bucket_s) FROM equity_bars WHERE resolution_s = 60")
-        raw = reader.one(
-            "SELECT (SELECT bucket_s FROM equity_bars WHERE resolution_s = 1 ORDER BY bucket_s LIMIT 1), "
+        bounds = reader.one(
+            "SELECT (SELECT max(bucket_s) FROM equity_bars WHERE resolution_s = 60), "
+            "(SELECT bucket_s FROM equity_bars WHERE resolution_s = 1 ORDER BY bucket_s LIMIT 1), "
             "(SELECT bucket_s FROM equity_bars WHERE resolution_s = 1 ORDER BY bucket_s DESC LIMIT 1)"
         )
-        oldest_raw, newest_raw = raw if raw else (None, None)
-        latest_s = (
-            newest_raw if newest_raw is not None else (newest[0] + 59 if newest and newest[0] else None)
-        )
+        newest_minute, oldest_raw, newest_raw = bounds if bounds else (None, None, None)
+        latest_s = newest_raw
+        if latest_s is None and newest_minute is not None:
+            latest_s = newest_minute + 59
         start_s, end_s = _range(request, q, latest_s)
         span = end_s - start_s + 1
         if wanted in (None, "auto"):

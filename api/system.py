@@ -118,7 +118,7 @@ async def health(request: Request) -> JSON:
 
 def _status(reader: Reader) -> dict[str, Any]:
     heartbeat = _heartbeat(reader)
-    instruments = render.instruments(reader.rows(render.INSTRUMENTS_SQL))
+    instruments = reader.instruments()
     state = reader.one(
         "SELECT ts_ns, state, previous, reason, source, detail_json FROM trading_state_events "
         "ORDER BY ts_ns DESC, event_id DESC LIMIT 1"
