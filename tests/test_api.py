@@ -103,7 +103,11 @@ def test_positions_and_pnl_come_from_running_totals(client: TestClient, seeded: 
         step = Decimal("0.00001") if symbol == "BTCUSDT" else Decimal("0.0001")
         assert Decimal(pos[symbol]["qty"]) == qty * step
         assert pos[symbol]["cost"] == money(cost) and pos[symbol]["fees"] == money(fees)
-        assert pos[symbol]["unrealized_pnl"] is not None
+        book = "SELECT bid_price, ask_price FROM book_top_latest WHERE symbol = ?"
+        bid, ask = raw(seeded, book, (symbol,))[0]
+        per_tick_lot = 10 if symbol == "BTCUSDT" else 100  # tick x step x 1e8 money units
+        mark = bid if qty > 0 else ask  # a long closes at the bid, a short at the ask
+        assert pos[symbol]["unrealized_pnl"] == money(qty * mark * per_tick_lot - cost)
     pnl = client.get("/api/v1/pnl").json()
     last = raw(
         seeded,
@@ -292,7 +296,8 @@ def test_sql_rendered_fills_equal_the_python_rendering(client: TestClient, seede
     listed = client.get("/api/v1/fills", params={"order_id": order_id}).json()["data"]
     detailed = client.get(f"/api/v1/orders/{order_id}").json()["fills"]
     assert len(listed) >= 2 and len(listed) == len(detailed)
-    for a, b in zip(sorted(listed, key=lambda f: f["fill_id"]), sorted(detailed, key=lambda f: f["fill_id"])):
+    by_id = sorted(listed, key=lambda f: f["fill_id"]), sorted(detailed, key=lambda f: f["fill_id"])
+    for a, b in zip(*by_id, strict=True):
         assert a.keys() == b.keys()
         for key, value in a.items():
             if isinstance(value, float):
