@@ -13,13 +13,14 @@ Design and invariants:
   coarsened a step size keep their finer quantities (the spot BTCUSDT recording has 7 such far-away
   levels, e.g. 25.426189 at 200000.00, step 0.00001). Refusing them would resync the symbol forever,
   since every deep snapshot holds them too. Such a quantity is rounded UP to whole lots (never to 0, so
-  a live level is never deleted) and counted in `FrameParser.counters["qty_rounded_up"]`. The parser keeps
-  no state that a bad frame can corrupt; the caller logs and counts, and the book's sequence check turns
-  a lost diff into a gap and a resync of that symbol only.
-- Price/quantity text -> integer ticks/lots is the per-level cost of every depth diff. Each symbol keeps
-  a bounded cache (text -> int) per kind; a miss converts with a grid-specialised function that gives
-  exactly `Instrument.price_ticks`/`qty_lots` results. A full cache evicts its oldest entry (FIFO), so
-  memory stays constant however long the worker runs.
+  a live level is never deleted) and counted in `FrameParser.counters["qty_rounded_up"]`.
+- The parser keeps no state that a bad frame can corrupt; the caller logs and counts, and the book's
+  sequence check turns a lost diff into a gap and a resync of that symbol only.
+- Price/quantity text -> integer ticks/lots is the per-level cost of every depth diff (orjson itself is
+  ~3 µs of a median depth frame; conversion was most of the rest). Each symbol keeps a bounded cache
+  (text -> int) per kind, evicting first-in first-out so memory stays constant however long the worker
+  runs. A price miss converts through cached whole and fraction parts (`make_split_converter`), any
+  other miss through `make_converter`; both give exactly `Instrument.price_ticks`/`qty_lots` results.
 - Exchange times become integer ns: trades use `T` (trade time); depth uses `T` where the venue sends it
   (USD-M) and `E` otherwise.
 """
