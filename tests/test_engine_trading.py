@@ -39,9 +39,9 @@ def run_real(market: str) -> dict:
     mkt = Market(market)
     instruments = {k: v for k, v in DEFAULT_INSTRUMENTS.items() if k[0] is mkt}
     engine = Engine(instruments, trader=Trader([instruments[(mkt, "BTCUSDT")]]))
-    tally = TradingTally({"BTCUSDT": instruments[(mkt, "BTCUSDT")]})
+    tally = TradingTally()
     replay(ws, snaps, instruments=instruments, engine=engine, on_outputs=tally.add)
-    return tally.summary(engine.trader.summary())
+    return tally.summary(engine.trader.summary(), engine.trader.instruments)
 
 
 def test_replay_is_deterministic_to_the_last_fill() -> None:
@@ -184,3 +184,65 @@ def test_shabbat_window_pauses_and_resumes_on_the_replayed_clock() -> None:
 def test_trading_config_refuses_nonsense(bad: dict) -> None:
     with pytest.raises(ValueError, match="trading\\."):
         TradingConfig(**bad).validate()
+
+
+SCHEDULE = """t_ms,side,type,tif,price,qty,cancel_after_ms
+1723161300000,BUY,MARKET,IOC,,0.01,
+1723161310000,BUY,LIMIT,GTC,bid-1,0.01,20000
+1723161320000,SELL,LIMIT,GTX,ask,0.005,
+1723161330000,SELL,LIMIT,GTX,bid,0.005,
+1723161340000,BUY,LIMIT,GTC,61000.005,0.01,
+"""
+
+
+def test_replay_cli_scripted_orders_report_and_fill_model_comparison(tmp_path) -> None:
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    ws, snaps = recording("spot")
+    schedule = tmp_path / "schedule.csv"
+    schedule.write_text(SCHEDULE)
+    result_csv, summary_json = tmp_path / "result.csv", tmp_path / "summary.json"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "worker", "replay", str(ws), "--snapshots", str(snaps), "--no-db",
+            "--orders", str(schedule), "--orders-out", str(result_csv), "--compare-fill-models",
+            "--summary-json", str(summary_json),
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(summary_json.read_text())
+    for key in ("signals", "orders", "fills", "fills_digest", "realized_pnl", "fees", "max_drawdown"):
+        assert key in summary
+    assert summary["orders"] == 5 and summary["signals"] == 0, "a schedule replaces the strategy"
+    rows = list(csv.DictReader(result_csv.open()))
+    assert [r["status"] for r in rows] == ["Filled", "Filled", "Pending", "Rejected", "Rejected"]
+    assert rows[0]["liquidity"] == "taker" and rows[1]["liquidity"] == "maker"
+    assert rows[3]["reason"].startswith("GTX_WOULD_TAKE"), "a post-only order that would cross"
+    assert rows[4]["reason"].startswith("PRICE_FILTER"), "off the tick grid: the venue's reason"
+    assert int(rows[0]["arrival_ns"]) > int(rows[0]["decision_ns"]), "latency before arrival"
+    models = summary["fill_models"]
+    assert set(models) == {"conservative", "probabilistic"}
+    assert models["conservative"]["fills"] <= models["probabilistic"]["fills"]
+    assert "conservative" in done.stdout and "probabilistic" in done.stdout
+
+
+def test_replay_cli_refuses_a_bad_schedule_naming_the_line(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    ws, _ = recording("spot")
+    schedule = tmp_path / "schedule.csv"
+    schedule.write_text(
+        "t_ms,side,type,tif,price,qty\n1723161300000,BUY,MARKET,IOC,,0.01\n1,HOLD,LIMIT,GTC,1,1\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "replay", str(ws), "--no-db", "--orders", str(schedule)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "line 3: side must be one of BUY/SELL" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -126,6 +126,11 @@ def money_decimal(units: int) -> Decimal:
     return Decimal(units).scaleb(-MONEY_DECIMALS)
 
 
+def money_text(units: int) -> str:
+    """Money units as plain decimal text with all 8 places ("0.00000000", never "0E-8")."""
+    return format(money_decimal(units), "f")
+
+
 # Filters of the symbols in the recordings, as exchangeInfo reported them in 2024; live runs read
 # exchangeInfo instead. Keyed by (market, symbol).
 DEFAULT_INSTRUMENTS: dict[tuple[Market, str], Instrument] = {

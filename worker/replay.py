@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from worker import shell
 from worker.app import PumpCounters, emit
 from worker.binance.parse import FrameParser, ParseError
 from worker.binance.recording import FrameReader, RecordedFrame, default_snapshots_path, merged
+from worker.broker import QUEUE_MODELS
 from worker.config import WorkerConfig
 from worker.config import add_arguments as add_config_arguments
 from worker.config import load as load_config
@@ -45,10 +47,13 @@ from worker.errors import ConfigError
 from worker.events import Event, Market, TimerTick
 from worker.instruments import DEFAULT_INSTRUMENTS, Instrument
 from worker.publish import FeedSink, Publisher
+from worker.schedule import ScheduleError, ScheduleResults, read_schedule
 from worker.shell import StorageLagGate
 from worker.store.adapt import StoreAdapter, StoreSink
 from worker.store.db import DEFAULT_DB_PATH, StoreError
 from worker.store.writer import StoreWriter
+from worker.tally import TradingTally
+from worker.trader import ScheduledOrder
 
 log = logging.getLogger("worker.replay")
 LOG_LIMIT = 20
@@ -217,6 +222,8 @@ async def replay_async(
     progress: bool = False,
     publisher_ready: Callable[[Publisher], Any] | None = None,
     ticks: bool = True,
+    schedule: Sequence[ScheduledOrder] | None = None,
+    observers: Sequence[Callable[[Any, list[Any]], None]] = (),
 ) -> ReplayOutcome:
     """Replay through the same sinks as live: the store writer (`db_path`) and the feed (`publish_socket`).
 
@@ -229,9 +236,9 @@ async def replay_async(
     cfg = config or load_config(env={})
     instruments = dict(instruments or DEFAULT_INSTRUMENTS)
     traded = _store_instruments(frames_path, instruments)  # one market per symbol: what the file holds
-    engine = shell.make_engine(cfg, instruments, traded)
+    engine = shell.make_engine(cfg, instruments, traded, schedule)
     counters = PumpCounters()
-    sinks: list[Any] = []
+    sinks: list[Any] = list(observers)
     writer: StoreWriter | None = None
     publisher: Publisher | None = None
     gate: StorageLagGate | None = None
@@ -441,6 +448,30 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  bad input       {summary['bad_by_reason']}")
     if summary["truncated"]:
         lines.append("  WARNING         the recording ends in a truncated gzip stream")
+    if "fills" in summary:
+        by_status = ", ".join(f"{k} {v}" for k, v in summary["orders_by_status"].items()) or "-"
+        lines.append(f"  signals         {summary['signals']:,}")
+        lines.append(f"  orders          {summary['orders']:,} ({by_status})")
+        lines.append(
+            f"  fills           {summary['fills']:,} (maker {summary['fills_maker']}, taker "
+            f"{summary['fills_taker']}), volume {summary['volume']}, fees {summary['fees']}"
+        )
+        lines.append(
+            f"  P&L             realized {summary['realized_pnl']}, unrealized {summary['unrealized_pnl']}, "
+            f"max drawdown {summary['max_drawdown']}, equity {summary['equity']}"
+        )
+        slippage = summary["mean_slippage_bps"]
+        markouts = ", ".join(f"{h} {v:+.2f}" for h, v in summary["mean_markout_bps"].items()) or "-"
+        lines.append(
+            f"  fill quality    slippage {'-' if slippage is None else f'{slippage:+.2f}'} bps, "
+            f"markouts (bps) {markouts}"
+        )
+        for model, figures in (summary.get("fill_models") or {}).items():
+            lines.append(
+                f"  model {model:<13} fills {figures['fills']} (maker {figures['fills_maker']}), "
+                f"realized {figures['realized_pnl']}, fees {figures['fees']}, "
+                f"digest {figures['fills_digest'][:12]}"
+            )
     store = summary.get("store")
     if store:
         lines.append(
@@ -474,7 +505,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--publish", default=None, metavar="SOCKET", help="serve the replay's feed on this Unix socket"
     )
+    orders = parser.add_argument_group("scripted orders and fill models")
+    orders.add_argument(
+        "--orders",
+        type=Path,
+        default=None,
+        metavar="SCHEDULE.csv",
+        help="place these orders, not the strategy's",
+    )
+    orders.add_argument(
+        "--orders-out", type=Path, default=None, metavar="RESULT.csv", help="one row per order"
+    )
+    orders.add_argument(
+        "--compare-fill-models",
+        action="store_true",
+        help="also replay under the conservative and probabilistic queue models (no database) and compare",
+    )
     add_config_arguments(parser, live=False)
+
+
+def _compare_fill_models(
+    args: argparse.Namespace,
+    snapshots: Path | None,
+    cfg: WorkerConfig,
+    schedule: Sequence[ScheduledOrder] | None,
+) -> dict[str, Any]:
+    """The same replay under each queue model, without a database: what the fill model changes."""
+    results = {}
+    for model in QUEUE_MODELS:
+        variant = dataclasses.replace(cfg, broker=dataclasses.replace(cfg.broker, queue_model=model))
+        tally_sink = _TallySink()
+        outcome = asyncio.run(
+            replay_async(args.file, snapshots, config=variant, schedule=schedule, observers=[tally_sink])
+        )
+        results[model] = tally_sink.summary(outcome.engine)
+    return results
+
+
+class _TallySink:
+    """A replay observer that sums what was traded (`worker.tally.TradingTally`)."""
+
+    def __init__(self) -> None:
+        self.tally = TradingTally()
+
+    def __call__(self, _event: Any, outputs: list[Any]) -> None:
+        self.tally.add(outputs)
+
+    def summary(self, engine: Engine) -> dict[str, Any]:
+        trader = engine.trader
+        if trader is None:
+            return {}
+        return self.tally.summary(trader.summary(), trader.instruments)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -498,6 +579,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         # The replay's configuration: its file and --set only; the live worker's environment stays out.
         cfg = load_config(args.config, env={}, sets=args.sets)
+        schedule = read_schedule(args.orders) if args.orders is not None else None
+        tally = _TallySink()
+        results = ScheduleResults()
         outcome = asyncio.run(
             replay_async(
                 args.file,
@@ -507,18 +591,29 @@ def main(args: argparse.Namespace) -> int:
                 publish_socket=args.publish,
                 pace=args.pace,
                 progress=progress,
+                schedule=schedule,
+                observers=[tally, results],
             )
         )
         engine, stats, store = outcome.engine, outcome.stats, outcome.store
-    except ConfigError as exc:
+        comparison = (
+            _compare_fill_models(args, snapshots, cfg, schedule) if args.compare_fill_models else None
+        )
+    except (ConfigError, ScheduleError) as exc:
         log.error("%s", exc)
         return 2
     except StoreError as exc:
         log.error("cannot replay into %s: %s", args.db, exc)
         return 1
     summary = build_summary(engine, stats)
+    summary.update(tally.summary(engine))
+    if comparison is not None:
+        summary["fill_models"] = comparison
     if store is not None:
         summary["store"] = store
+    if args.orders_out is not None and engine.trader is not None:
+        written = results.write(args.orders_out, engine.trader.instruments)
+        log.info("wrote %d scripted order results to %s", written, args.orders_out)
     print(format_summary(summary))
     if args.summary_json:
         args.summary_json.parent.mkdir(parents=True, exist_ok=True)

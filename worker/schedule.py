@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.broker import OrderUpdate
-from worker.instruments import Instrument, money_decimal
+from worker.instruments import Instrument, money_text
 from worker.orders import Fill, Order, OrderType, Side, TimeInForce
 from worker.trader import ScheduledOrder
 
@@ -200,7 +200,7 @@ class ScheduleResults:
                     "first_fill_ns": r.first_fill_ns or "",
                     "last_fill_ns": r.last_fill_ns or "",
                     "liquidity": "+".join(sorted(r.liquidity or ())),
-                    "fees": money_decimal(r.fees),
+                    "fees": money_text(r.fees),
                 }
             )
         return out

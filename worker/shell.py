@@ -1,32 +1,30 @@
 """Shell pieces shared by `run` (live) and `replay`: build the engine, open the store, recover, gate.
 
 Design and invariants:
-- `make_engine(config, instruments)` passes the engine only the configuration its constructor names
-  (`depth`, `max_buffer`, `features`, `strategy`, `risk`, `broker`, `calendar`, `config`), so the shell
-  works with the market-only engine today and the full trading engine once its parameters exist.
+- `make_engine(config, instruments, traded, schedule)` builds the books for every instrument and the
+  trading core for the traded ones from the validated configuration sections.
 - `open_store` checks the file BEFORE anything else touches it (newer schema, another application's
   file, corrupt file, read-only volume -> `StoreError`, the file untouched), records the run (code
   version, config digest, canonical config JSON) and returns the writer and the `RecoveredState`.
 - `restore(engine, state, ts_ns, submit)`: open orders left by the previous run are cancelled with reason
-  `restart` (never assumed filled) and written; then `engine.restore(state, ts_ns)` (when the engine has
-  it) rebuilds portfolio, P&L, breakers and id counters from the state. Its outputs go to `submit`.
+  `restart` (never assumed filled) and written; then `engine.restore(...)` rebuilds portfolio, P&L,
+  breakers and id counters from the persisted fills and breakers. Its outputs go to `submit`.
 - `StorageLagGate.check(ts_ns)`: when `writer.is_lagging` flips, `engine.set_storage_lag(lagging, ts_ns)`
-  (when the engine has it) so the risk engine opens no positions (reason `storage_lag`) until the writer
-  catches up; each flip is also a `storage_lag` system event.
-- Engine hooks are optional and looked up with `getattr`: a missing hook is logged once, never an error.
+  so the risk engine opens no positions (reason `storage_lag`) until the writer catches up; each flip is
+  also a `storage_lag` system event.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from worker.calendar import CalendarClock
 from worker.config import WorkerConfig
 from worker.engine import Engine
 from worker.events import Market
@@ -34,10 +32,9 @@ from worker.instruments import Instrument
 from worker.store import db, recovery
 from worker.store.records import SystemEvent
 from worker.store.writer import RunInfo, StoreWriter
+from worker.trader import ScheduledOrder, Trader
 
 log = logging.getLogger("worker.shell")
-
-ENGINE_CONFIG_PARAMS = ("features", "strategy", "risk", "broker", "calendar")
 
 
 def code_version() -> str:
@@ -62,11 +59,13 @@ def code_version() -> str:
     return version
 
 
-def make_trader(config: WorkerConfig, traded: Mapping[tuple[Market, str], Instrument]) -> Any:
-    """The trading half (features, strategy, risk, broker, portfolio, calendar) for `traded` symbols."""
-    from worker.calendar import CalendarClock
-    from worker.trader import Trader
-
+def make_trader(
+    config: WorkerConfig,
+    traded: Mapping[tuple[Market, str], Instrument],
+    schedule: Sequence[ScheduledOrder] | None = None,
+) -> Trader:
+    """The trading half (features, strategy, risk, broker, portfolio, calendar) for `traded` symbols;
+    `schedule` (scripted orders) replaces the strategy's orders."""
     return Trader(
         list(traded.values()),
         trading=config.trading,
@@ -75,6 +74,7 @@ def make_trader(config: WorkerConfig, traded: Mapping[tuple[Market, str], Instru
         risk=config.risk,
         broker=config.broker,
         calendar=CalendarClock(config.calendar) if config.calendar is not None else None,
+        schedule=schedule,
     )
 
 
@@ -82,19 +82,11 @@ def make_engine(
     config: WorkerConfig,
     instruments: Mapping[tuple[Market, str], Instrument],
     traded: Mapping[tuple[Market, str], Instrument] | None = None,
+    schedule: Sequence[ScheduledOrder] | None = None,
 ) -> Engine:
-    """Books for `instruments`; the trading core for `traded` (default: all of them) when the engine
-    takes a `trader`. Only parameters the engine's constructor names are passed."""
-    params = inspect.signature(Engine).parameters
-    kwargs: dict[str, Any] = {"depth": config.depth, "max_buffer": config.max_buffer}
-    if "trader" in params:
-        kwargs["trader"] = make_trader(config, instruments if traded is None else traded)
-    for name in ENGINE_CONFIG_PARAMS:
-        if name in params:
-            kwargs[name] = getattr(config, name)
-    if "config" in params:
-        kwargs["config"] = config
-    return Engine(instruments, **{k: v for k, v in kwargs.items() if k in params})
+    """Books for `instruments`; the trading core for `traded` (default: all of them)."""
+    trader = make_trader(config, instruments if traded is None else traded, schedule)
+    return Engine(instruments, depth=config.depth, max_buffer=config.max_buffer, trader=trader)
 
 
 def preflight(path: str | os.PathLike[str]) -> None:
@@ -166,15 +158,11 @@ def restore(
     return outputs
 
 
-def apply_operator_action(engine: Any, action: recovery.OperatorAction, ts_ns: int) -> list[Any] | None:
-    """Apply one operator action; None when the engine cannot (the action then stays pending).
+def apply_operator_action(engine: Engine, action: recovery.OperatorAction, ts_ns: int) -> list[Any] | None:
+    """Apply one operator action; None when it is not one we know (the action then stays pending).
 
-    `engine.apply_operator_action(action, ts_ns)` when the engine has it; else a `risk_reset` goes to
-    the trader's `RiskEngine.reset` (clear the breakers, re-anchor at the current equity)."""
-    hook = getattr(engine, "apply_operator_action", None)
-    if hook is not None:
-        return list(hook(action, ts_ns) or [])
-    trader = getattr(engine, "trader", None)
+    `risk_reset` clears the breakers through `RiskEngine.reset`, re-anchored at the current equity."""
+    trader = engine.trader
     if trader is None or action.action != "risk_reset":
         return None
     reason = f"operator {action.operator}: {action.reason}".strip()
@@ -182,20 +170,12 @@ def apply_operator_action(engine: Any, action: recovery.OperatorAction, ts_ns: i
     return list(trader.risk.drain())
 
 
-def trading_state(engine: Any) -> tuple[str, str]:
-    """(state, reason) from `engine.trading_state` (attribute or method; str or (state, reason))."""
-    value = getattr(engine, "trading_state", None)
-    risk = getattr(getattr(engine, "trader", None), "risk", None)
-    if value is None and risk is not None:
-        state = risk.state
-        return str(state.value if hasattr(state, "value") else state), str(risk.state_reason())
-    if callable(value):
-        value = value()
-    if value is None:
+def trading_state(engine: Engine) -> tuple[str, str]:
+    """(state, reason) of the risk engine; ACTIVE for a market-only engine."""
+    if engine.trader is None:
         return "ACTIVE", ""
-    if isinstance(value, tuple):
-        return str(value[0]), str(value[1]) if len(value) > 1 else ""
-    return str(value), ""
+    risk = engine.trader.risk
+    return risk.state.value, risk.state_reason()
 
 
 class StorageLagGate:

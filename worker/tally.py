@@ -15,19 +15,18 @@ from collections import Counter
 from typing import Any
 
 from worker.broker import Markout, OrderUpdate
-from worker.instruments import Instrument, money_decimal
+from worker.instruments import Instrument, money_text
 from worker.orders import Fill, Liquidity
 from worker.strategy import Signal
 
 
 class TradingTally:
-    def __init__(self, instruments: dict[str, Instrument]) -> None:
-        self.instruments = instruments
+    def __init__(self) -> None:
         self.signals = 0
         self.confidence_sum = 0.0
         self.order_status: dict[int, str] = {}
         self.fills = Counter[str]()
-        self.volume = 0  # money units of notional
+        self.ticks_lots: dict[str, int] = {}  # per symbol Σ price × qty (ticks × lots), priced at the end
         self.fees = 0
         self.slippage_sum = 0.0
         self.markout_sum: dict[int, float] = {}
@@ -54,9 +53,7 @@ class TradingTally:
 
     def _fill(self, f: Fill) -> None:
         self.fills[f.liquidity.value] += 1
-        inst = self.instruments.get(f.symbol)
-        if inst is not None:
-            self.volume += inst.notional(f.price, f.qty)
+        self.ticks_lots[f.symbol] = self.ticks_lots.get(f.symbol, 0) + f.price * f.qty
         self.fees += f.fee
         self.slippage_sum += f.slippage_bps
         fields = (
@@ -83,9 +80,12 @@ class TradingTally:
     def fill_count(self) -> int:
         return sum(self.fills.values())
 
-    def summary(self, portfolio_summary: dict[str, Any]) -> dict[str, Any]:
+    def summary(
+        self, portfolio_summary: dict[str, Any], instruments: dict[str, Instrument]
+    ) -> dict[str, Any]:
         """The trading half of the replay summary (JSON-ready; money as decimal strings)."""
         n = self.fill_count
+        volume = sum(instruments[s].money_per_tick_lot * units for s, units in self.ticks_lots.items())
         by_status = Counter(self.order_status.values())
         return {
             "signals": self.signals,
@@ -96,12 +96,12 @@ class TradingTally:
             "fills_maker": self.fills[Liquidity.MAKER.value],
             "fills_taker": self.fills[Liquidity.TAKER.value],
             "fills_digest": self._digest.hexdigest(),
-            "volume": str(money_decimal(self.volume)),
-            "fees": str(money_decimal(self.fees)),
-            "realized_pnl": str(money_decimal(portfolio_summary["realized_pnl"])),
-            "unrealized_pnl": str(money_decimal(portfolio_summary["unrealized_pnl"])),
-            "equity": str(money_decimal(portfolio_summary["equity"])),
-            "max_drawdown": str(money_decimal(portfolio_summary["max_drawdown"])),
+            "volume": money_text(volume),
+            "fees": money_text(self.fees),
+            "realized_pnl": money_text(portfolio_summary["realized_pnl"]),
+            "unrealized_pnl": money_text(portfolio_summary["unrealized_pnl"]),
+            "equity": money_text(portfolio_summary["equity"]),
+            "max_drawdown": money_text(portfolio_summary["max_drawdown"]),
             "mean_slippage_bps": self.slippage_sum / n if n else None,
             "mean_markout_bps": {
                 f"{h // 1000}s": self.markout_sum[h] / self.markout_n[h] for h in sorted(self.markout_n)

@@ -367,8 +367,17 @@ class Trader:
             reduce_only,
         )
 
-    def _send(self, intent: OrderIntent, signal: Signal | None, out: list) -> Order:
-        """Risk-check an intent; send what passes, record what does not."""
+    def _send(
+        self,
+        intent: OrderIntent,
+        signal: Signal | None,
+        out: list,
+        as_written: tuple[Decimal, Decimal | None] | None = None,
+    ) -> Order:
+        """Risk-check an intent; send what passes, record what does not.
+
+        `as_written` (qty, price as decimals) sends a scripted order exactly as written, so one that is
+        off the lot or tick grid reaches the venue and is `Rejected` there with Binance's reason."""
         state = self.symbols.get(intent.symbol)
         book = state.book if state is not None else None
         top = None
@@ -385,7 +394,25 @@ class Trader:
             return order
         self.portfolio.on_order(order, top[1] if top and intent.side is Side.BUY else None)
         mid = (top[0] + top[1]) / 2 if top else None
-        self._absorb(self.broker.submit(order, mid, intent.ts_ns), intent.ts_ns, out)
+        if as_written is not None and state is not None:
+            qty, price = as_written
+            o = order
+            _, sent = self.broker.submit_decimal(
+                o.order_id,
+                o.symbol,
+                o.side,
+                o.type,
+                o.tif,
+                qty,
+                price,
+                mid,
+                o.created_ns,
+                state.instrument,
+                o.tag,
+            )
+        else:
+            sent = self.broker.submit(order, mid, intent.ts_ns)
+        self._absorb(sent, intent.ts_ns, out)
         if state is not None:
             state.working.add(order.order_id)
         if intent.tif is TimeInForce.GTX and self.config.order_style == "maker" and signal is not None:
@@ -419,8 +446,9 @@ class Trader:
             self._incident(ts_ns, "schedule_skipped", f"row {number}: no live book for {symbol!r}", out)
             return
         inst = state.instrument
-        lots = inst.lots_for_base(row.qty)
+        lots = max(inst.lots_for_base(row.qty), 1)  # off-grid sizes reach the venue as written (below)
         price: int | None = None
+        written_price: Decimal | None = None
         if row.type is OrderType.LIMIT:
             if row.ref is not None:
                 level = state.book.best_bid() if row.ref == "bid" else state.book.best_ask()
@@ -428,15 +456,15 @@ class Trader:
                     self._incident(ts_ns, "schedule_skipped", f"row {number}: empty {row.ref} side", out)
                     return
                 price = level[0] + row.offset_ticks
+                written_price = inst.price_decimal(price)
             else:
                 assert row.price is not None
-                price = int(row.price / inst.tick_size)
-                if inst.tick_size * price != row.price:
-                    price = -1  # off the tick grid: risk denies it (invalid_price)
+                written_price = row.price
+                price = max(int(row.price / inst.tick_size), 1)
         intent = OrderIntent(
             symbol, row.side, row.type, row.tif, lots, price, ts_ns, f"script:{number}", False
         )
-        order = self._send(intent, None, out)
+        order = self._send(intent, None, out, (row.qty, written_price))
         if row.cancel_after_ms is not None and not order.is_terminal:
             self._cancel_later(order.order_id, ts_ns + row.cancel_after_ms * 1_000_000)
 
