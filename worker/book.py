@@ -128,7 +128,7 @@ class OrderBook:
             book, keys, floor, low = self._bids, self._bid_keys, self._bid_floor, self._bid_low
             for price, qty in bids:
                 if qty:
-                    if price not in book and price >= low:
+                    if price >= low and price not in book:  # cheap test first: most adds are deep
                         insort(keys, price)
                     book[price] = qty
                     if price >= floor:
@@ -148,7 +148,7 @@ class OrderBook:
             book, keys, ceiling, high = self._asks, self._ask_keys, self._ask_ceiling, self._ask_high
             for price, qty in asks:
                 if qty:
-                    if price not in book and price <= high:
+                    if price <= high and price not in book:
                         insort(keys, -price)
                     book[price] = qty
                     if price <= ceiling:
