@@ -16,7 +16,8 @@
 # that failed and the tail of each component's log.
 #
 # Environment: REHEARSE_DIR (work folder, default a fresh temp dir, kept for inspection),
-# REHEARSE_FILLS_TIMEOUT (s to wait for fills in the API, default 60), QF_SHARED (../shared),
+# REHEARSE_FILLS_TIMEOUT (s to wait for fills in the API, default 60), REHEARSE_MAX_LAG_S (the API
+# copy's allowed lag behind the worker, default 5), QF_SHARED (../shared),
 # REHEARSE_KEEP=1 to leave the work folder in place even on success, REHEARSE_SKIP_FILLS=1 (development
 # only, says so in its last line) to rehearse the rest while no strategy trades yet.
 set -euo pipefail
@@ -228,6 +229,28 @@ else
 fi
 [[ ! -e $WORK/api/quantumflow.db || $WORK/api/quantumflow.db -ef $WORK/worker/quantumflow.db ]] &&
   fail "the API is not reading its own replica copy ($WORK/api/quantumflow.db)"
+
+STEP="replica lag"
+# The API's copy must keep up: the worker writes its heartbeat every second, Litestream syncs every
+# second and the follower polls every second (RECIPES measured 1.2-1.6 s of lag), so the heartbeat's age
+# as the API sees it stays under ~3 s. Six samples over five seconds: a follower that stalls (a reader
+# holding the copy open blocks it) shows as an age growing by a second per second.
+"$PYTHON" - "http://127.0.0.1:$API_PORT/health" "${REHEARSE_MAX_LAG_S:-5}" <<'PY' || fail "the API's replica copy lags"
+import sys, time
+import httpx
+url, limit = sys.argv[1], float(sys.argv[2])
+ages = []
+with httpx.Client(timeout=2.0, trust_env=False) as client:
+    for i in range(6):
+        if i:
+            time.sleep(1.0)  # sampling the lag over time, not waiting for anything
+        ages.append(client.get(url).json().get("heartbeat_age_s"))
+known = [a for a in ages if a is not None]
+print(f"replica lag: worker heartbeat age seen by the API {', '.join(f'{a:.1f}' for a in known)} s")
+if len(known) < len(ages) or max(known) > limit:
+    print(f"replica lag above {limit:g} s (or no heartbeat): {ages}", file=sys.stderr)
+    sys.exit(1)
+PY
 
 STEP="report job on a restored copy"
 QF_DB="$WORK/worker/quantumflow.db" env -u AWS_CA_BUNDLE \
