@@ -8,6 +8,7 @@ A bad setting exits 2 with one line naming it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import uvicorn
@@ -24,10 +25,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port (default $QF_API_PORT or 8080)")
     parser.add_argument("--heartbeat-max-age", type=float, dest="heartbeat_max_age_s", help="seconds")
     parser.add_argument("--query-time-limit-ms", type=int, dest="query_time_limit_ms")
+    parser.add_argument("--lat", type=float, help="calendar latitude (default $QF_CALENDAR_LAT or São Paulo)")
+    parser.add_argument("--lon", type=float, help="calendar longitude (default $QF_CALENDAR_LON)")
+    parser.add_argument("--tz", help="calendar IANA time zone (default $QF_CALENDAR_TZ)")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
+    env = dict(os.environ)
+    for flag, name in (("lat", "QF_CALENDAR_LAT"), ("lon", "QF_CALENDAR_LON"), ("tz", "QF_CALENDAR_TZ")):
+        if getattr(args, flag) is not None:
+            env[name] = str(getattr(args, flag))
     try:
         settings = from_env(
+            env,
             db_path=args.db,
             host=args.host,
             port=args.port,

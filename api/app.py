@@ -13,6 +13,7 @@ Design and invariants:
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -117,6 +118,7 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.metrics = metrics
     app.state.calendar_clock = CalendarClock(settings.calendar)
+    app.state.calendar_clock.is_paused(time.time_ns())  # precompute the windows now, not on a request
     app.state.openapi = openapi_document(settings)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(ReadOnlyGuard)
