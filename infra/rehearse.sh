@@ -69,7 +69,7 @@ cleanup() {
     for f in "$WORK"/logs/*.log; do
       [[ -s $f ]] || continue
       echo "----- tail of $(basename "$f")"
-      tail -n 25 "$f"
+      grep -v 'HTTP/1.1" [0-9]' "$f" | tail -n 25 || true # moto's access log is noise here
     done
   elif [[ -z ${REHEARSE_DIR:-} && -z ${REHEARSE_KEEP:-} ]]; then
     rm -rf "$WORK"
