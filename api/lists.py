@@ -173,6 +173,9 @@ SIGNALS = ListSpec("signals", "signals", "ts_ns", "signal_id", SIGNAL_COLUMNS, s
 RISK = ListSpec("risk-events", "risk_decisions", "ts_ns", "decision_id", RISK_COLUMNS, risk_json)
 
 
+IndexChoice = Callable[[Reader], str]
+
+
 def _page(
     request: Request,
     spec: ListSpec,
@@ -180,12 +183,14 @@ def _page(
     where: list[str],
     params: list[Any],
     filters: dict[str, Any],
-    index: str = "",
+    index: str | IndexChoice = "",
 ):
     """Shared keyset paging: parse limit/cursor, build the bounded query, make the reader function.
 
     `where` holds conditions on unqualified column names; with a JSON-rendering spec the table is
-    aliased `f` and joined to the instrument grid `g`, so every column is qualified here.
+    aliased `f` and joined to the instrument grid `g`, so every column is qualified there. Decisions
+    that need the database (which symbols a market has, which index suits a status) are made inside
+    the reader function, in the request's own read transaction.
     """
     c = ctx(request)
     settings = c.settings
@@ -211,35 +216,59 @@ def _page(
         after = c.cursors.decode(token, spec.name, filters, 2)
         where.append(f"({spec.time_col}, {spec.id_col}) < (?, ?)")
         params.extend(after)
-    params.append(limit + 1)
+
+    def finish(reader: Reader) -> tuple[list[str], list[Any], str] | None:
+        """Where/params/index completed with what only the database knows; None: nothing can match."""
+        w, p = list(where), list(params)
+        known = reader.instruments()
+        if symbol is not None and not any(s == symbol for (_, s) in known):
+            return None  # an unknown symbol has no rows: answer without walking an index
+        if market is not None and symbol is None:
+            # `market` is not indexed; its symbols are (every list has a (symbol, time, id) index).
+            symbols = sorted(s for (m, s) in known if m == market)
+            if not symbols:
+                return None
+            w.append(f"symbol IN ({','.join('?' * len(symbols))})")
+            p.extend(symbols)
+        return w, p, index(reader) if callable(index) else index
+
     if spec.json_expr:
-        qualified = [_qualify(w) for w in where]
-        # One result row for the whole page (one GIL hand-off instead of one per row): the page's JSON
-        # objects concatenated in order, the row count, and the key of the page's last row.
-        body = (
-            f"page AS (SELECT f.{spec.time_col} AS t, f.{spec.id_col} AS id, {spec.json_expr} AS j "
-            f"FROM {spec.table} f {index} LEFT JOIN g ON g.market = f.market AND g.symbol = f.symbol "
-            f"WHERE {' AND '.join(qualified) or '1'} "
-            f"ORDER BY f.{spec.time_col} DESC, f.{spec.id_col} DESC LIMIT ?), "
-            "numbered AS (SELECT t, id, j, row_number() OVER (ORDER BY t DESC, id DESC) AS rn FROM page) "
-            "SELECT coalesce(group_concat(j, ',') FILTER (WHERE rn <= ?), ''), count(*), "
-            "max(CASE WHEN rn = ? THEN t END), max(CASE WHEN rn = ? THEN id END) FROM numbered"
-        )
 
         def run_json(reader: Reader) -> tuple[list[tuple], dict]:
             instruments = reader.instruments()
+            finished = finish(reader)
+            if finished is None:
+                return [("", 0, None, None)], instruments
+            w, p, idx = finished
+            qualified = [_qualify(x) for x in w]
+            # One result row for the whole page (one GIL hand-off instead of one per row): the page's
+            # JSON objects concatenated in order, the row count, and the key of the page's last row.
+            body = (
+                f"page AS (SELECT f.{spec.time_col} AS t, f.{spec.id_col} AS id, {spec.json_expr} AS j "
+                f"FROM {spec.table} f {idx} LEFT JOIN g ON g.market = f.market AND g.symbol = f.symbol "
+                f"WHERE {' AND '.join(qualified) or '1'} "
+                f"ORDER BY f.{spec.time_col} DESC, f.{spec.id_col} DESC LIMIT ?), "
+                "numbered AS (SELECT t, id, j, row_number() OVER (ORDER BY t DESC, id DESC) AS rn FROM page) "
+                "SELECT coalesce(group_concat(j, ',') FILTER (WHERE rn <= ?), ''), count(*), "
+                "max(CASE WHEN rn = ? THEN t END), max(CASE WHEN rn = ? THEN id END) FROM numbered"
+            )
             cte, cte_params = sqljson.instrument_cte(instruments)
-            rows = reader.rows(f"WITH {cte}, {body}", [*cte_params, *params, limit, limit, limit])
+            rows = reader.rows(f"WITH {cte}, {body}", [*cte_params, *p, limit + 1, limit, limit, limit])
             return rows, instruments
 
         return limit, filters, run_json
-    sql = (
-        f"SELECT {spec.columns} FROM {spec.table} {index} WHERE {' AND '.join(where) or '1'} "
-        f"ORDER BY {spec.time_col} DESC, {spec.id_col} DESC LIMIT ?"
-    )
 
     def run(reader: Reader) -> tuple[list[tuple], dict]:
-        return reader.rows(sql, params), reader.instruments()
+        instruments = reader.instruments()
+        finished = finish(reader)
+        if finished is None:
+            return [], instruments
+        w, p, idx = finished
+        sql = (
+            f"SELECT {spec.columns} FROM {spec.table} {idx} WHERE {' AND '.join(w) or '1'} "
+            f"ORDER BY {spec.time_col} DESC, {spec.id_col} DESC LIMIT ?"
+        )
+        return reader.rows(sql, [*p, limit + 1]), instruments
 
     return limit, filters, run
 
@@ -259,7 +288,7 @@ async def _serve_list(
     where: list[str],
     params: list[Any],
     filters: dict[str, Any],
-    index: str = "",
+    index: str | IndexChoice = "",
 ) -> JSON:
     limit, filters, run = _page(request, spec, q, where, params, filters, index)
     c = ctx(request)
@@ -285,23 +314,23 @@ async def _serve_list(
 
 
 async def fills(request: Request) -> JSON:
-    q = query(request, (*LIST_PARAMS, "side", "liquidity", "order_id"))
+    # Only filters an index serves (or that split the rows about evenly, like side): a sparse residual
+    # filter would walk the whole time index to fill a page.
+    q = query(request, (*LIST_PARAMS, "side", "order_id"))
     where: list[str] = []
     params: list[Any] = []
     side = q.choice("side", ("BUY", "SELL"), fold=True)
-    liquidity = q.choice("liquidity", ("maker", "taker"), fold=True)
     order_id = q.integer("order_id", None, 0, 2**63 - 1)
     if side is not None:
         where.append("side = ?")
         params.append(1 if side == "BUY" else -1)
-    if liquidity is not None:
-        where.append("liquidity = ?")
-        params.append(liquidity)
     if order_id is not None:
         where.append("order_id = ?")
         params.append(order_id)
-    filters = {"side": side, "liquidity": liquidity, "order_id": order_id}
-    return await _serve_list(request, FILLS, q, where, params, filters)
+    filters = {"side": side, "order_id": order_id}
+    # One order's fills are a handful: its own index, then a small sort, never a walk of the time index.
+    index = "INDEXED BY fills_order" if order_id is not None else ""
+    return await _serve_list(request, FILLS, q, where, params, filters, index)
 
 
 async def orders(request: Request) -> JSON:
@@ -310,40 +339,59 @@ async def orders(request: Request) -> JSON:
     side = q.choice("side", ("BUY", "SELL"), fold=True)
     where: list[str] = []
     params: list[Any] = []
-    index = ""
     if statuses:
         where.append(f"status IN ({','.join('?' * len(statuses))})")
         params.extend(statuses)
-        if q.text("symbol") is None:
-            # Keep the (created_ns, order_id) order from the index: a status index would need a sort
-            # over every order with that status (hundreds of thousands of Filled orders).
-            index = "INDEXED BY orders_created"
     if side is not None:
         where.append("side = ?")
         params.append(1 if side == "BUY" else -1)
     filters = {"status": list(statuses), "side": side}
-    return await _serve_list(request, ORDERS, q, where, params, filters, index)
+    return await _serve_list(request, ORDERS, q, where, params, filters, _order_index(statuses))
+
+
+RARE_STATUS_ROWS = 5000
+
+
+def _order_index(statuses: tuple[str, ...]) -> IndexChoice:
+    """Which index pages orders of these statuses cheaply, judged from the running totals.
+
+    A rare status (open orders, rejections, ...: at most RARE_STATUS_ROWS rows) is read from
+    `orders_status` and sorted (bounded by its count); a common one walks `orders_created` in page
+    order, where a page fills after ~limit / share rows. Either way no page reads the whole table.
+    """
+
+    def choose(reader: Reader) -> str:
+        if not statuses:
+            return ""
+        row = reader.one(
+            "SELECT coalesce(sum(orders), 0), coalesce(sum(orders_filled), 0), "
+            "coalesce(sum(orders_cancelled), 0), coalesce(sum(orders_rejected), 0), "
+            "coalesce(sum(orders_denied), 0) FROM totals_symbol"
+        )
+        total, filled, cancelled, rejected, denied = row or (0, 0, 0, 0, 0)
+        open_ = max(0, total - filled - cancelled - rejected - denied)
+        counts = {
+            "Filled": filled,
+            "Cancelled": cancelled,
+            "Rejected": rejected,
+            "Denied": denied,
+            "Pending": open_,
+            "PartiallyFilled": open_,
+        }
+        wanted = sum(counts[s] for s in statuses)
+        return "INDEXED BY orders_status" if wanted <= RARE_STATUS_ROWS else "INDEXED BY orders_created"
+
+    return choose
 
 
 async def signals(request: Request) -> JSON:
-    q = query(request, (*LIST_PARAMS, "direction", "model"))
-    direction = q.integer("direction", None, -1, 1)
-    model = q.text("model")
-    where: list[str] = []
-    params: list[Any] = []
-    if direction is not None:
-        where.append("direction = ?")
-        params.append(direction)
-    if model is not None:
-        where.append("model = ?")
-        params.append(model)
-    return await _serve_list(request, SIGNALS, q, where, params, {"direction": direction, "model": model})
+    q = query(request, LIST_PARAMS)
+    return await _serve_list(request, SIGNALS, q, [], [], {})
 
 
 async def risk_events(request: Request) -> JSON:
-    q = query(request, (*LIST_PARAMS, "status", "reason"))
+    q = query(request, (*LIST_PARAMS, "status"))
     verdicts = q.choices("status", VERDICTS)
-    reason = q.text("reason")
     where: list[str] = []
     params: list[Any] = []
     if verdicts:
@@ -353,10 +401,7 @@ async def risk_events(request: Request) -> JSON:
         # Default: the interventions (adjusted and denied), over the store's partial index on them;
         # approved decisions are the bulk of the table and the store may expire them.
         where.append("verdict != 'approved'")
-    if reason is not None:
-        where.append("reason = ?")
-        params.append(reason)
-    filters = {"status": list(verdicts), "reason": reason}
+    filters = {"status": list(verdicts)}
     return await _serve_list(request, RISK, q, where, params, filters)
 
 

@@ -428,7 +428,6 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             [
                 *lst,
                 _param("side", {"type": "string", "enum": ["BUY", "SELL"]}, "fill side"),
-                _param("liquidity", {"type": "string", "enum": ["maker", "taker"]}, "maker or taker"),
                 _param("order_id", {"type": "integer", "minimum": 0}, "fills of one order"),
             ],
         ),
@@ -453,11 +452,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         f"{v1}/signals": _get(
             "Strategy signals, newest first (keyset pages)",
             page(SIGNAL),
-            [
-                *lst,
-                _param("direction", {"type": "integer", "enum": [-1, 0, 1]}, "signal direction"),
-                _param("model", {"type": "string", "maxLength": 100}, "strategy model"),
-            ],
+            lst,
         ),
         f"{v1}/risk-events": _get(
             "Risk decisions, newest first (keyset pages)",
@@ -465,7 +460,6 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             [
                 *lst,
                 _param("status", status_list, "verdicts, comma-separated (default: adjusted,denied)"),
-                _param("reason", {"type": "string", "maxLength": 100}, "reason code, e.g. max_position"),
             ],
         ),
         f"{v1}/stats": _get(

@@ -31,6 +31,7 @@ from api.params import bad_param
 
 RESOLUTIONS = (3600, 60, 1)
 DEFAULT_WINDOW_S = 86_400
+MAX_SOURCE_BARS = 130_000  # rows one chart may aggregate (~60 x the largest `points`): ~100 ms
 DEFAULT_POINTS = 120  # a chart's worth; keeps every window but the shortest on 60 s or 1 h bars
 MAX_WINDOW_S = 400 * 86_400
 HOURS_PER_YEAR = 24 * 365
@@ -253,6 +254,12 @@ async def equity(request: Request) -> JSON:
                 resolution = 60  # raw samples past retention are gone; minute bars always exist
         else:
             resolution = int(wanted)
+        if span // resolution > MAX_SOURCE_BARS:
+            raise bad_param(
+                "resolution",
+                f"{resolution} s bars over this range would read {span // resolution} rows "
+                f"(at most {MAX_SOURCE_BARS}); use a coarser resolution, auto, or a shorter range",
+            )
         step = max(resolution, -(-span // points // resolution) * resolution)
         if span // step > reader.max_rows:
             raise bad_param("points", "too many points for this range")

@@ -162,8 +162,8 @@ def test_stats_status_signals_risk_calendar_metrics(client: TestClient, seeded: 
     btc = next(s for s in status["symbols"] if s["symbol"] == "BTCUSDT")
     assert btc["sync"] == "live" and btc["bid"] and btc["gaps"] == 1 and btc["reconnects"] >= 1
 
-    signals = client.get("/api/v1/signals", params={"direction": -1, "limit": 3}).json()["data"]
-    assert signals and all(s["direction"] == -1 for s in signals)
+    signals = client.get("/api/v1/signals", params={"symbol": "ETHUSDT", "limit": 3}).json()["data"]
+    assert len(signals) == 3 and all(s["symbol"] == "ETHUSDT" for s in signals)
     denied = client.get("/api/v1/risk-events", params={"status": "denied"}).json()["data"]
     assert denied and all(d["verdict"] == "denied" for d in denied)
 
@@ -304,3 +304,22 @@ def test_sql_rendered_fills_equal_the_python_rendering(client: TestClient, seede
                 assert value == pytest.approx(b[key]), key
             else:
                 assert value == b[key] and type(value) is type(b[key]), key
+
+
+def test_market_and_unknown_symbol_filters(client: TestClient, seeded: Path) -> None:
+    spot = client.get("/api/v1/fills", params={"market": "spot", "limit": 100}).json()["data"]
+    assert {f["symbol"] for f in spot} == {"BTCUSDT", "ETHUSDT"} and len(spot) == 100
+    assert client.get("/api/v1/fills", params={"market": "usdm"}).json() == {
+        "data": [],
+        "limit": 50,
+        "next": None,
+        "next_url": None,
+    }
+    assert client.get("/api/v1/risk-events", params={"symbol": "XRPUSDT"}).json()["data"] == []
+    rejected = client.get("/api/v1/orders", params={"status": "Rejected", "symbol": "ETHUSDT", "limit": 500})
+    expected = raw(
+        seeded,
+        "SELECT order_id FROM orders WHERE status = 'Rejected' AND symbol = 'ETHUSDT' "
+        "ORDER BY created_ns DESC, order_id DESC",
+    )
+    assert [o["order_id"] for o in rejected.json()["data"]] == [r[0] for r in expected] and expected
