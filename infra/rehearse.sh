@@ -45,16 +45,19 @@ start_group() {
   log "started $name (pid/pgid $pid)"
 }
 
+# SIGTERM to the group's leader first, as Fly stops a machine (Litestream then forwards it to the worker
+# and makes its final sync); whatever of the group is still there after 5 s gets SIGTERM, then SIGKILL.
 stop_group() {
-  local pid=$1 name=$2
+  local pid=$1 name=$2 signal
   kill -0 -- "-$pid" 2>/dev/null || return 0
-  kill -TERM -- "-$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do # up to 10 s for a clean exit (Litestream's final sync, the writer's flush)
-    kill -0 -- "-$pid" 2>/dev/null || { log "stopped $name"; return 0; }
-    sleep 0.1
+  for signal in "TERM $pid" "TERM -$pid" "KILL -$pid"; do
+    kill -"${signal%% *}" -- "${signal#* }" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 -- "-$pid" 2>/dev/null || { log "stopped $name (SIG${signal%% *} ${signal#* })"; return 0; }
+      sleep 0.1
+    done
   done
-  log "$name did not stop on SIGTERM: SIGKILL"
-  kill -KILL -- "-$pid" 2>/dev/null || true
+  log "$name (group $pid) survived SIGKILL?"
 }
 
 cleanup() {
@@ -226,6 +229,23 @@ if [[ -n ${REHEARSE_SKIP_FILLS:-} ]]; then # a developer's knob while the strate
 else
   WATCH_PID=$WORKER_PID POLL_S=${REHEARSE_POLL_S:-1} wait_http "api fills" "http://127.0.0.1:$API_PORT/api/v1/fills?limit=5" "$FILLS_TIMEOUT" fills ||
     fail "no fills reached the API within ${FILLS_TIMEOUT} s"
+  # They are the worker's fills: same ids, prices and quantities as in the worker's own file.
+  "$PYTHON" - "http://127.0.0.1:$API_PORT/api/v1/fills?limit=50" "$WORK/worker/quantumflow.db" <<'PY' ||
+import sqlite3, sys
+from decimal import Decimal
+import httpx
+api = httpx.get(sys.argv[1], timeout=5, trust_env=False).json()["data"]
+conn = sqlite3.connect(f"file:{sys.argv[2]}?mode=ro", uri=True)
+tick, step = (Decimal(v) for v in conn.execute(
+    "SELECT tick_size, step_size FROM instruments WHERE symbol = 'BTCUSDT'").fetchone())
+for fill in api:
+    row = conn.execute("SELECT price, qty, side FROM fills WHERE fill_id = ?", (fill["fill_id"],)).fetchone()
+    expected = (int(Decimal(fill["price"]) / tick), int(Decimal(fill["qty"]) / step), 1 if fill["side"] == "BUY" else -1)
+    if row is None or tuple(row) != expected:
+        sys.exit(f"fill {fill['fill_id']}: API {expected}, worker {row}")
+print(f"api fills match the worker's file: {len(api)} checked")
+PY
+    fail "the API's fills differ from the worker's"
 fi
 [[ ! -e $WORK/api/quantumflow.db || $WORK/api/quantumflow.db -ef $WORK/worker/quantumflow.db ]] &&
   fail "the API is not reading its own replica copy ($WORK/api/quantumflow.db)"

@@ -119,6 +119,7 @@ def test_rehearsal_runs_the_whole_shape_on_loopback(tmp_path: Path) -> None:
         )
         assert "api fills: " in out and "rows, first: {" in out
         assert "replica lag: worker heartbeat age seen by the API " in out
+        assert "api fills match the worker's file: " in out
         _assert_rest_of_the_shape(done.stdout, work)
         return
     if "FAILED at step: fills visible in the API" not in out or not _strategy_silent(work):
