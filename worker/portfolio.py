@@ -118,6 +118,29 @@ def _release(cost: int, closed: int, qty: int) -> int:
     return magnitude if cost >= 0 else -magnitude
 
 
+def average_cost(qty: int, cost: int, side: int, lots: int, notional: int) -> tuple[int, int, int]:
+    """One fill on an average-cost position: the new (qty, cost) and the P&L it realized (gross of fees).
+
+    `qty` signed lots, `cost` the signed money paid for them, `side` +1/-1, `notional` the fill's money.
+    Growing adds the notional to the cost; shrinking releases `cost * closed / qty` (truncated toward
+    zero) and realizes `proceeds - released`; crossing zero closes everything and opens the rest at the
+    fill price. The one implementation the portfolio and the store's ledger share.
+    """
+    if qty == 0 or (qty > 0) == (side > 0):
+        return qty + side * lots, cost + side * notional, 0
+    closing = min(lots, abs(qty))
+    released = _release(cost, closing, qty)
+    proceeds = notional * closing // lots if closing != lots else notional
+    # A long closed by a sell realizes proceeds - cost; a short (negative cost) closed by a buy, -cost - paid.
+    realized = proceeds - released if qty > 0 else -released - proceeds
+    cost -= released
+    qty += side * closing
+    rest = lots - closing
+    if rest:
+        return qty + side * rest, cost + side * (notional - proceeds), realized
+    return qty, (0 if qty == 0 else cost), realized
+
+
 def _div_half_away(n: int, d: int) -> int:
     """n / d (d > 0) rounded half away from zero."""
     q = (abs(n) * 2 + d) // (2 * d)
@@ -302,23 +325,7 @@ class Portfolio:
                     f"fill {f.fill_id}: spot buy of {notional} + fee {fee} exceeds the quote held "
                     f"({self.spot_cash()})"
                 )
-        realized = 0
-        if p.qty == 0 or (p.qty > 0) == (side > 0):
-            p.qty += side * qty
-            p.cost += side * notional
-        else:
-            closing = min(qty, abs(p.qty))
-            released = _release(p.cost, closing, p.qty)
-            proceeds = notional * closing // qty if closing != qty else notional
-            realized = proceeds - released if p.qty > 0 else -released - proceeds
-            p.cost -= released
-            p.qty += side * closing
-            rest = qty - closing
-            if rest:
-                p.qty += side * rest
-                p.cost += side * (notional - proceeds)
-            elif p.qty == 0:
-                p.cost = 0
+        p.qty, p.cost, realized = average_cost(p.qty, p.cost, side, qty, notional)
         p.realized_pnl += realized
         p.fees += fee
         p.fills += 1

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from worker.portfolio import average_cost
+
 
 @dataclass(slots=True)
 class Position:
@@ -25,32 +27,9 @@ class Position:
     last_fill_id: int = 0
 
 
-def _release(cost: int, closed: int, qty: int) -> int:
-    """Cost basis of `closed` lots out of `qty` (same sign as `cost`), truncated toward zero."""
-    magnitude = abs(cost) * closed // abs(qty)
-    return magnitude if cost >= 0 else -magnitude
-
-
 def apply_fill(position: Position, side: int, qty: int, notional: int, fee_quote: int, fill_id: int) -> int:
     """Apply one fill in place; return the P&L it realized (money, gross of fees)."""
-    realized = 0
-    if position.qty == 0 or (position.qty > 0) == (side > 0):
-        position.qty += side * qty
-        position.cost += side * notional
-    else:
-        closing = min(qty, abs(position.qty))
-        released = _release(position.cost, closing, position.qty)
-        proceeds = notional * closing // qty if closing != qty else notional
-        # Long closed by a sell: proceeds - cost; short closed by a buy: cost(neg) ... = -released - paid.
-        realized = proceeds - released if position.qty > 0 else -released - proceeds
-        position.cost -= released
-        position.qty += side * closing
-        rest = qty - closing
-        if rest:
-            position.qty += side * rest
-            position.cost += side * (notional - proceeds)
-        elif position.qty == 0:
-            position.cost = 0
+    position.qty, position.cost, realized = average_cost(position.qty, position.cost, side, qty, notional)
     position.realized_pnl += realized
     position.fees += fee_quote
     position.fills += 1
