@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 from locust import FastHttpUser, constant, constant_throughput, task
 
@@ -36,6 +37,10 @@ class ApiUser(FastHttpUser):
     def on_start(self) -> None:
         self.next_token: str | None = None
         self.next_symbol: str | None = None
+        if RATE > 0:
+            # Paced users all start together; without a random phase they would fire in lockstep
+            # bursts (users x requests at once, every 1/RATE s) instead of a steady stream.
+            time.sleep(random.random() / RATE)  # gevent-patched under locust: yields, blocks nothing
 
     def _fills(self) -> None:
         if self.next_token and random.random() < 1 / 3:
