@@ -472,7 +472,7 @@ async def test_replay_into_a_db_writes_what_the_engine_sampled_and_feeds_a_clien
             if type(out).__name__ == "BookTop":
                 expected_tops.append(out)
             for record in adapter.convert(out):
-                if type(record).__name__ == "BookTop":
+                if type(record).__name__ == "TopSample":
                     samples.setdefault(record.ts_ns // 1_000_000_000, record)
 
     replay(frames, snapshots, engine=engine, on_outputs=collect, tick_ns=int(cfg.tick_interval_s * 1e9))
@@ -511,9 +511,9 @@ async def test_replay_into_a_db_writes_what_the_engine_sampled_and_feeds_a_clien
         run = conn.execute("SELECT mode, config_digest FROM runs").fetchone()
     finally:
         conn.close()
-    # One row per second of event time: the engine's 1 s samples (or the adapter's sampling of its
-    # per-change tops when it has none), exactly what the sink-less reference pass produced.
-    assert [(s.ts_ns, s.bid_price, s.ask_price) for s in samples.values()] == rows
+    # One row per second of event time: the engine's 1 s samples, exactly what the sink-less reference
+    # pass produced.
+    assert [(s.ts_ns, s.bid, s.ask) for s in samples.values()] == rows
     assert all(bid < ask for _, bid, ask in rows)
     assert run == ("replay", cfg.digest())
 

@@ -8,10 +8,8 @@ Design and invariants:
 - Never dropped: fills (`worker.orders.Fill`), order updates (anything with `.order` and `.ts_ns`),
   orders, markouts, cancel rejections, signals, risk decisions, trading-state and breaker changes, pause
   changes, funding payments. They go to the writer unchanged or as the writer's record types.
-- Samples: the engine's 1 s `TopSample` and `EquitySample` become the writer's `BookTop` /
-  `EquitySample`. Until the engine emits `TopSample`, the adapter samples the engine's per-change
-  `BookTop` itself: the first top of each second of event time per symbol (deterministic, so a replay
-  leaves the rows a live run would). The first `TopSample` seen switches that fallback off.
+- Samples: the trader's 1 s `TopSample` and `EquitySample` go to the writer as they are (it classifies
+  records by their fields); the engine's per-change `BookTop` is for the feed, not the store.
 - Book sync changes and feed-status events become `system_events` (`gap`, `resync`, `synced`,
   `disconnect`, `reconnect`, `stale`), which the schema counts per symbol for the API.
 - Outputs the store does not persist (features, ...) are skipped; an unknown output type is skipped too
@@ -32,7 +30,7 @@ NS = 1_000_000_000
 Convert = Callable[[Any], list[Any]]
 
 # Engine outputs the store has no table for (the feed publishes them instead).
-NOT_PERSISTED = frozenset({"Features", "FeatureSample", "FeatureVector", "Intent", "OrderIntent"})
+NOT_PERSISTED = frozenset({"BookTop", "Features", "FeatureSample", "FeatureVector", "Intent", "OrderIntent"})
 # Already in a shape the writer takes as is (its own records, or duck-typed by the writer).
 PASS_THROUGH = frozenset(
     {
@@ -59,8 +57,6 @@ class StoreAdapter:
     def __init__(self, markets: Mapping[str, str] | None = None) -> None:
         self.markets = dict(markets or {})  # symbol -> market, for outputs that carry no market
         self._by_type: dict[type, Convert] = {}
-        self._last_top_s: dict[tuple[str, str], int] = {}
-        self.top_samples_from_engine = False
         self.skipped: dict[str, int] = {}
         self.unknown: dict[str, int] = {}
 
@@ -96,15 +92,14 @@ class StoreAdapter:
         if name in PASS_THROUGH:
             return _same
         table: dict[str, Convert] = {
-            "BookTop": self._book_top,
-            "TopSample": self._top_sample,
-            "EquitySample": _equity,
+            "TopSample": _same,  # the writer takes the trader's samples and risk's changes as they are
+            "EquitySample": _same,
             "SyncChange": _sync_change,
             "CancelRejected": _cancel_rejected,
             "Signal": lambda out: _signal(out, self.markets),
             "RiskDecisionEvent": _risk_decision,
-            "TradingStateChanged": _state_change,
-            "BreakerChanged": _breaker_change,
+            "TradingStateChanged": _same,
+            "BreakerChanged": _same,
             "PauseChange": _pause_change,
             "Incident": _incident,
         }
@@ -128,57 +123,9 @@ class StoreAdapter:
             log.warning("store: no table for engine output %s; skipped (counted)", name)
         return []
 
-    # ---- samples -------------------------------------------------------------------------------------
-    def _book_top(self, top: Any) -> list[Any]:
-        """The engine's per-change top; sampled to the first of each second until TopSample exists."""
-        if self.top_samples_from_engine:
-            return []
-        key = (str(top.market), top.symbol)
-        second = top.recv_ns // NS
-        if self._last_top_s.get(key) == second:
-            return []
-        self._last_top_s[key] = second
-        return [
-            records.BookTop(
-                top.recv_ns,
-                str(top.market),
-                top.symbol,
-                top.bid,
-                top.bid_qty,
-                top.ask,
-                top.ask_qty,
-                top.microprice,
-                top.imbalance,
-            )
-        ]
-
-    def _top_sample(self, s: Any) -> list[Any]:
-        self.top_samples_from_engine = True
-        return [
-            records.BookTop(
-                s.ts_ns,
-                str(s.market),
-                s.symbol,
-                s.bid,
-                s.bid_qty,
-                s.ask,
-                s.ask_qty,
-                s.microprice,
-                s.imbalance,
-            )
-        ]
-
 
 def _same(out: Any) -> list[Any]:
     return [out]
-
-
-def _equity(s: Any) -> list[Any]:
-    if isinstance(s, records.EquitySample):
-        return [s]
-    return [
-        records.EquitySample(s.ts_ns, s.equity, s.cash, s.realized_pnl, s.unrealized_pnl, s.fees, s.exposure)
-    ]
 
 
 def _sync_change(c: Any) -> list[Any]:
@@ -253,23 +200,6 @@ def _risk_decision(d: Any) -> list[Any]:
             detail=detail,
         )
     ]
-
-
-def _state_change(c: Any) -> list[Any]:
-    return [
-        records.TradingStateChange(
-            c.ts_ns,
-            str(c.state),
-            None if c.previous is None else str(c.previous),
-            c.reason,
-            c.source,
-            dict(c.detail or {}),
-        )
-    ]
-
-
-def _breaker_change(c: Any) -> list[Any]:
-    return [records.BreakerChange(c.ts_ns, c.breaker, bool(c.tripped), c.reason, dict(c.detail or {}))]
 
 
 def _pause_change(p: Any) -> list[Any]:
