@@ -41,6 +41,8 @@ class Metrics:
         )
         self.db_up = Gauge("qf_api_db_up", "1 when the database could be read at scrape", registry=r)
         self.query_timeouts = Gauge("qf_api_query_timeouts", "Queries stopped by the time limit", registry=r)
+        self.connections = Gauge("qf_api_connections_opened", "Read-only connections opened", registry=r)
+        self.cache = Gauge("qf_api_cache", "Response cache lookups", ("result",), registry=r)
         self.heartbeat_age = Gauge(
             "qf_worker_heartbeat_age_seconds", "Age of the worker heartbeat", registry=r
         )
@@ -115,4 +117,7 @@ async def metrics_endpoint(request: Request) -> Response:
     except Unavailable:
         m.db_up.set(0)
     m.query_timeouts.set(c.db.timeouts)
+    m.connections.set(c.db.opened)
+    m.cache.labels("hit").set(c.cache.hits)
+    m.cache.labels("miss").set(c.cache.misses)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

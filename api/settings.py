@@ -78,6 +78,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         "query_time_limit_ms": int(_num(env, "QF_API_QUERY_TIME_LIMIT_MS", 500, int)),
         "replica_url": env.get("QF_API_REPLICA_URL", ""),
         "cache_ttl_s": _num(env, "QF_API_CACHE_TTL_S", 2.0),
+        "threads": int(_num(env, "QF_API_THREADS", 4, int)),
         "fresh_connections": env.get("QF_API_FRESH_CONNECTIONS", "") in ("1", "true", "yes"),
         "cursor_key": (env.get("QF_API_CURSOR_KEY") or DEFAULT_CURSOR_KEY).encode(),
         "calendar": CalendarConfig(
