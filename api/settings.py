@@ -79,7 +79,12 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         "replica_url": env.get("QF_API_REPLICA_URL", ""),
         "cache_ttl_s": _num(env, "QF_API_CACHE_TTL_S", 2.0),
         "threads": int(_num(env, "QF_API_THREADS", 4, int)),
-        "fresh_connections": env.get("QF_API_FRESH_CONNECTIONS", "") in ("1", "true", "yes"),
+        # Over a litestream follow copy a connection must not outlive its request: an open connection,
+        # even idle, stops `restore -f` from applying new transactions (measured: the copy froze).
+        "fresh_connections": env.get(
+            "QF_API_FRESH_CONNECTIONS", "1" if env.get("QF_API_REPLICA_URL") else ""
+        ).lower()
+        in ("1", "true", "yes"),
         "cursor_key": (env.get("QF_API_CURSOR_KEY") or DEFAULT_CURSOR_KEY).encode(),
         "calendar": CalendarConfig(
             location=location,

@@ -14,8 +14,10 @@
    - mix at 200 req/s: the same mix paced to a steady 200 requests/s (p99 target < 25 ms);
    - ranges: equity over 1 h / 24 h / 7 d / 30 d at a steady rate, named apart (long ranges should
      answer as fast as short ones because they read coarser rollups).
-   The API runs twice per load shape: as deployed (response cache on, invalidated by any change of the
-   file) and with the cache off (every request queries SQLite), so both costs are visible.
+   The API runs per load shape as configured locally (response cache on, invalidated by any change of
+   the file; per-thread connection revalidated against the file), with the cache off (every request
+   queries SQLite), and with the settings it uses over a Litestream follow copy on Fly (a fresh
+   connection per request, cache on), so every cost is visible.
 4. Prints requests/s, p50/p95/p99 and errors per run and per request name.
 """
 
@@ -66,13 +68,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(kind: str, db: Path, port: int, cache: bool = True) -> subprocess.Popen:
+def start_server(kind: str, db: Path, port: int, cache: bool = True, fresh: bool = False) -> subprocess.Popen:
     if kind == "trivial":
         cmd = [sys.executable, __file__, "--serve-trivial", str(port)]
     else:
         cmd = [sys.executable, "-m", "api", "--db", str(db), "--port", str(port)]
         cmd += ["--heartbeat-max-age", "1e9"]
     env = {**os.environ, "QF_API_CACHE_TTL_S": "2" if cache else "0"}
+    env["QF_API_FRESH_CONNECTIONS"] = "1" if fresh else "0"
     proc = subprocess.Popen(["taskset", "-c", "0", *cmd], cwd=ROOT, env=env, start_new_session=True)
     path = "/trivial" if kind == "trivial" else "/api/v1/pnl"
     deadline = time.monotonic() + 60
@@ -196,16 +199,18 @@ def main() -> int:
     results: dict[str, dict] = {}
     server_side: dict[str, str] = {}
     runs = [
-        ("trivial Starlette endpoint, unpaced", "trivial", "trivial", args.users, 0.0, True),
-        ("API mix, unpaced (max load)", "api", "mix", args.users, 0.0, True),
-        ("API mix, unpaced, cache off", "api", "mix", args.users, 0.0, False),
-        ("API mix, paced at 200 req/s", "api", "mix", 10, 20.0, True),
-        ("API mix, 200 req/s, cache off", "api", "mix", 10, 20.0, False),
-        ("API equity ranges, 100 req/s, cache off", "api", "ranges", 5, 20.0, False),
+        ("trivial Starlette endpoint, unpaced", "trivial", "trivial", args.users, 0.0, True, False),
+        ("API mix, unpaced (max load)", "api", "mix", args.users, 0.0, True, False),
+        ("API mix, unpaced, cache off", "api", "mix", args.users, 0.0, False, False),
+        ("API mix, unpaced, follow-mode settings", "api", "mix", args.users, 0.0, True, True),
+        ("API mix, paced at 200 req/s", "api", "mix", 10, 20.0, True, False),
+        ("API mix, 200 req/s, cache off", "api", "mix", 10, 20.0, False, False),
+        ("API mix, 200 req/s, follow-mode settings", "api", "mix", 10, 20.0, True, True),
+        ("API equity ranges, 100 req/s, cache off", "api", "ranges", 5, 20.0, False, False),
     ]
-    for title, kind, profile, users, rate, cache in runs:
+    for title, kind, profile, users, rate, cache, fresh in runs:
         port = free_port()
-        server = start_server(kind, db, port, cache)
+        server = start_server(kind, db, port, cache, fresh)
         try:
             results[title] = report(title, run_locust(port, profile, users, args.duration, rate, out))
             if kind == "api":

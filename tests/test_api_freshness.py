@@ -10,6 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
@@ -40,13 +41,14 @@ async def test_cached_answers_follow_a_write_through_sqlite(tmp_path: Path) -> N
         assert after.json()["equity"] == "1234.56789012"
 
 
-async def test_a_raw_rewrite_of_the_file_is_seen_by_the_next_request(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fresh", [False, True], ids=["reused-connection", "fresh-connection"])
+async def test_a_raw_rewrite_of_the_file_is_seen_by_the_next_request(tmp_path: Path, fresh: bool) -> None:
     a, b, served = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "served.db"
     end = (time.time_ns() // NS - 600) * NS
     await seed(a, days=0.02, equity_step_s=5, orders=50, fills_target=80, end_ns=end, seed_value=1)
     await seed(b, days=0.03, equity_step_s=5, orders=90, fills_target=150, end_ns=end, seed_value=2)
     shutil.copyfile(a, served)
-    with TestClient(create_app(Settings(str(served), cache_ttl_s=60))) as client:
+    with TestClient(create_app(Settings(str(served), cache_ttl_s=60, fresh_connections=fresh))) as client:
         client.get("/api/v1/stats")
         before = client.get("/api/v1/stats").json()
         assert client.get("/api/v1/stats").headers.get("x-cache") == "hit"

@@ -46,3 +46,10 @@ def test_main_exits_2_on_a_bad_setting(monkeypatch: pytest.MonkeyPatch, capsys) 
     assert main(["--port", "8080"]) == 2
     assert "db" in capsys.readouterr().err
     assert main(["--db", "x.db", "--tz", "Nowhere/Land"]) == 2
+
+
+def test_follow_copies_get_a_fresh_connection_per_request() -> None:
+    """An open connection, even idle, freezes `litestream restore -f`: replica mode never keeps one."""
+    assert from_env({"QF_API_DB": "x.db", "QF_API_REPLICA_URL": "s3://b/p"}).fresh_connections
+    assert not from_env({"QF_API_DB": "x.db"}).fresh_connections
+    assert from_env({"QF_API_DB": "x.db", "QF_API_FRESH_CONNECTIONS": "1"}).fresh_connections
