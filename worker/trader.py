@@ -15,7 +15,8 @@ Design and invariants:
 - Shabbat / Yom Tov (`CalendarClock`): `pause_lead_s` before a window resting orders are cancelled (and
   positions flattened when configured); inside it risk is PAUSED (reason `shabbat`); it resumes at the
   window's end. Market data keeps flowing throughout.
-- Samples: every `sample_interval_s` of event time, one `EquitySample` and a `TopSample` per live symbol.
+- Samples: every `sample_interval_s` of event time, one `EquitySample` and a `TopSample` per live symbol,
+  plus a `TopSample` the moment a symbol's book goes LIVE.
 """
 
 from __future__ import annotations
@@ -216,7 +217,10 @@ class Trader:
             return
         if exchange_ns > self._exchange_ns:
             self._exchange_ns = exchange_ns
+        went_live = state.book is None
         state.book = book
+        if went_live:  # a top sample at once, not only at the next second boundary
+            self._sample_top(state, ts_ns, out)
         self._absorb(self.broker.on_book(symbol, book, diff, ts_ns), ts_ns, out)
         best_bid, best_ask = book.best_bid(), book.best_ask()
         if best_bid is None or best_ask is None:
@@ -527,26 +531,23 @@ class Trader:
                 summary.exposure,
             )
         )
-        for symbol, state in self.symbols.items():
-            book = state.book
-            if book is None:
-                continue
-            bid, ask = book.best_bid(), book.best_ask()
-            if bid is None or ask is None:
-                continue
-            out.append(
-                TopSample(
-                    ts_ns,
-                    state.instrument.market.value,
-                    symbol,
-                    bid[0],
-                    bid[1],
-                    ask[0],
-                    ask[1],
-                    book.imbalance(5),
-                    book.microprice(),
-                )
+        for state in self.symbols.values():
+            self._sample_top(state, ts_ns, out)
+
+    def _sample_top(self, state: _SymbolState, ts_ns: int, out: list) -> None:
+        book = state.book
+        if book is None:
+            return
+        bid, ask = book.best_bid(), book.best_ask()
+        if bid is None or ask is None:
+            return
+        market = state.instrument.market.value
+        symbol = state.instrument.symbol
+        out.append(
+            TopSample(
+                ts_ns, market, symbol, bid[0], bid[1], ask[0], ask[1], book.imbalance(5), book.microprice()
             )
+        )
 
     # --- reporting -------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
