@@ -5,8 +5,12 @@ Design and invariants:
   (`fills_ts`, `fills_symbol_ts`, `orders_created`, ...). Page N costs what page 1 costs; rows inserted
   while a client pages have newer keys, so they never shift, repeat or hide the rows of later pages.
 - `limit` defaults to 50 and is at most `Settings.max_page_size` (500): documented in the OpenAPI.
-- Filters: `symbol`, `market`, `from`/`to` (inclusive, on the row's own time) and a status-like filter
-  per endpoint. Every value is bound as a parameter; SQL text is only ever built from constants.
+- Filters: `symbol`, `market` (answered through its symbols' index), `from`/`to` (inclusive, on the
+  row's own time), `status` (orders: order status, the index chosen from the running totals;
+  risk-events: verdict, default adjusted+denied over the store's partial index), `side`, and a fill's
+  `order_id`. A filter no index serves, that could match almost nothing, is not offered: it would walk a
+  whole table to fill one page. An unknown symbol answers an empty page at once.
+- Every value is bound as a parameter; SQL text is only ever built from constants.
 - Prices, quantities and money are exact decimal strings (see `api.render`).
 """
 
