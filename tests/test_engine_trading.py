@@ -175,7 +175,7 @@ def test_shabbat_window_pauses_and_resumes_on_the_replayed_clock() -> None:
     assert len(ordered) == 5
     first, *during, last = ordered
     assert isinstance(first.status, Cancelled) and first.status.reason == "shabbat"
-    assert all(isinstance(o.status, Denied) and o.status.reason == "paused" for o in during)
+    assert all(isinstance(o.status, Denied) and o.status.reason == "shabbat" for o in during)
     assert not isinstance(last.status, Denied), "trading resumes after havdalah"
     assert engine.trader.risk.state.value == "ACTIVE"
 

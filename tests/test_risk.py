@@ -419,7 +419,7 @@ def test_pause_and_storage_lag_gates() -> None:
     fill_at(pf, "BTCUSDT", Side.BUY, 6_000_000, 1_000)
     r.set_pause("shabbat", T0)
     assert r.state is TradingState.PAUSED and r.state_reason() == "shabbat"
-    assert r.check(intent(side=Side.SELL), pf, BTC_TOP, T0) == Denied("paused")
+    assert r.check(intent(side=Side.SELL), pf, BTC_TOP, T0) == Denied("shabbat")
     r.clear_pause(T0 + 1)
     assert r.state is TradingState.ACTIVE
     r.set_storage_lag(True, T0 + 2, {"lag_ms": 900})

@@ -23,7 +23,8 @@ Design and invariants:
 - Breakers only escalate by themselves. They clear by `reset()` (the operator action behind
   `python -m worker risk reset`) or by the configured cool-down, each with a record; never silently.
   A reset re-anchors peak and day-opening equity at the current equity (the loss is acknowledged).
-- External gates: PAUSED(reason) (e.g. `shabbat`, set by the calendar: nothing passes) and `storage_lag`
+- External gates: PAUSED(reason) (e.g. `shabbat`, set by the calendar: nothing passes, and the denial
+  carries that reason) and `storage_lag`
   (the store is behind: only reducing orders pass). Effective state: HALTED > PAUSED > REDUCING > ACTIVE.
 - State (breakers, trip reasons, peak, day anchor, pause, rate windows) exports to a JSON-able dict and
   restores from it (or from the store's `breakers` rows), so a trip survives a restart.
@@ -763,7 +764,7 @@ class RiskEngine:
         if state is TradingState.HALTED and not is_flatten:
             return Denied(HALTED), market
         if state is TradingState.PAUSED:
-            return Denied(PAUSED), market
+            return Denied(self.paused or PAUSED), market  # the pause's own reason, e.g. `shabbat`
         if book_top is None:
             return Denied(NO_BOOK), market
         bid, ask = book_top
