@@ -28,16 +28,29 @@ if [ -n "${QF_API_REPLICA_URL:-}" ] || [ -n "${BUCKET_NAME:-}" ]; then
         set -- -config "$CONFIG" "$QF_DB"
     fi
     echo "api-start: following $SOURCE into $COPY" >&2
-    env -u AWS_CA_BUNDLE litestream restore -f -follow-interval 1s -o "$COPY" "$@" &
+    # The follower retries: on a fresh deployment the API may start before the worker's first upload
+    # ("no matching backup files available"), and a follower that dies must not leave the copy frozen.
+    follow() {
+        child=""
+        trap 'if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; fi; exit 0' TERM INT
+        while :; do
+            env -u AWS_CA_BUNDLE litestream restore -f -follow-interval 1s -o "$COPY" "$@" &
+            child=$!
+            wait "$child" || true
+            echo "api-start: litestream restore stopped; retrying in 5s" >&2
+            rm -f "$COPY" "$COPY-wal" "$COPY-shm" "$COPY-txid"
+            sleep 5 &
+            child=$!
+            wait "$child" || true
+        done
+    }
+    follow "$@" &
     FOLLOWER=$!
     waited=0
     while [ ! -s "$COPY" ]; do
-        if ! kill -0 "$FOLLOWER" 2>/dev/null; then
-            echo "api-start: litestream restore exited before the copy appeared" >&2
-            exit 1
-        fi
         if [ "$waited" -ge $((WAIT_S * 2)) ]; then
             echo "api-start: no copy at $COPY after ${WAIT_S}s" >&2
+            kill -TERM "$FOLLOWER" 2>/dev/null || true
             exit 1
         fi
         sleep 0.5
@@ -50,4 +63,18 @@ else
     echo "api-start: no replica configured; serving the worker's file $DB" >&2
 fi
 
-exec python -m api --db "$DB" --host "$HOST" --port "$PORT"
+if [ -z "${FOLLOWER:-}" ]; then
+    exec python -m api --db "$DB" --host "$HOST" --port "$PORT"
+fi
+# With a follower, stay the parent of both so Fly's SIGTERM stops the follower too (no orphan).
+python -m api --db "$DB" --host "$HOST" --port "$PORT" &
+API=$!
+trap 'kill -TERM "$API" "$FOLLOWER" 2>/dev/null || true' TERM INT
+status=0
+while kill -0 "$API" 2>/dev/null; do
+    status=0
+    wait "$API" || status=$?  # a signal interrupts the wait: loop until the API has really exited
+done
+kill -TERM "$FOLLOWER" 2>/dev/null || true
+wait "$FOLLOWER" 2>/dev/null || true
+exit "$status"
