@@ -21,7 +21,7 @@ Design and invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -568,10 +568,3 @@ class Trader:
 def _holy_days(window: Any) -> str:
     days = getattr(window, "holy_days", ()) if window is not None else ()
     return ",".join(days) if days else SHABBAT
-
-
-def market_of(instruments: Mapping[tuple[Market, str], Instrument], symbol: str) -> Market | None:
-    for market, name in instruments:
-        if name == symbol:
-            return market
-    return None
