@@ -628,9 +628,8 @@ event = st.one_of(
 )
 
 
-def run_stream(model: str, events, **kw) -> Venue:
-    inst = Instrument(SYM, Market.SPOT, Decimal("0.01"), Decimal("0.001"), Decimal("0.01"), "TEST")
-    v = Venue.make(model, inst=inst, **kw)
+def play(v: Venue, events) -> int:
+    """Seed a two-level book, then play `events` 7 ms apart (uncrossing book edits only); the last ts."""
     v.snapshot([(10000, 10), (9999, 10)], [(10001, 10), (10002, 10)], 0)
     ts = 0
     for e in events:
@@ -650,6 +649,13 @@ def run_stream(model: str, events, **kw) -> Venue:
                 v.send(side, qty, price=price, tif=tif, ts=ts)
         elif kind == "cancel":
             v.broker.cancel(e[1], ts)
+    return ts
+
+
+def run_stream(model: str, events, **kw) -> Venue:
+    inst = Instrument(SYM, Market.SPOT, Decimal("0.01"), Decimal("0.001"), Decimal("0.01"), "TEST")
+    v = Venue.make(model, inst=inst, **kw)
+    ts = play(v, events)
     v.tick(ts + 1_000 * MS)
     return v
 
@@ -793,25 +799,7 @@ def test_fills_stay_inside_the_book_and_obey_the_rules(events):
     inst = Instrument(SYM, Market.SPOT, Decimal("0.01"), Decimal("0.001"), Decimal("0.01"), "TEST")
     v = CheckedVenue(Broker(config()), OrderBook(inst))
     v.prices = {}
-    v.snapshot([(10000, 10), (9999, 10)], [(10001, 10), (10002, 10)], 0)
-    ts = 0
-    for e in events:
-        ts += 7 * MS
-        kind = e[0]
-        if kind == "bid" and e[1] < (v.book.best_ask() or (10**9,))[0]:
-            v.diff(ts, bids=[(e[1], e[2])])
-        elif kind == "ask" and e[1] > (v.book.best_bid() or (0,))[0]:
-            v.diff(ts, asks=[(e[1], e[2])])
-        elif kind == "trade":
-            v.trade(ts, e[1], e[2], e[3])
-        elif kind == "order":
-            side, price, qty, tif = e[1:]
-            if price is None:
-                v.send(side, qty, ts=ts)
-            else:
-                v.send(side, qty, price=price, tif=tif, ts=ts)
-        elif kind == "cancel":
-            v.broker.cancel(e[1], ts)
+    ts = play(v, events)
     v.tick(ts + 40_000 * MS)
     # Every order ends consistent: filled quantity equals the sum of its fills, never more than asked.
     for oid in v.prices:
