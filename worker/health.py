@@ -94,6 +94,14 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+async def _cancel(task: asyncio.Task | None) -> None:
+    """Stop a background loop and wait for it: its CancelledError is the expected end, not an error."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class LoopLagMonitor:
     """Measures how late the event loop wakes a sleeper: the loop's responsiveness."""
 
@@ -142,11 +150,8 @@ class LoopLagMonitor:
         await asyncio.wait_for(self._sampled.wait(), timeout)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await _cancel(self._task)
+        self._task = None
 
 
 class Health:
@@ -332,8 +337,5 @@ class Heartbeat:
             await asyncio.sleep(self.interval_s)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await _cancel(self._task)
+        self._task = None
