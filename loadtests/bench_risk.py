@@ -46,24 +46,13 @@ def percentile(sorted_values: list[int] | array, q: float) -> int:
 
 def recorded_tops(path: Path, limit: int) -> list[tuple[int, int, int]]:
     """(recv_ns, bid, ask) of every top-of-book output of the LIVE book, repeated up to `limit`."""
-    from worker.binance.parse import FrameParser, ParseError
-    from worker.binance.recording import FrameReader, RecordedFrame, default_snapshots_path, merged
+    from loadtests.bench_broker import recorded_events
     from worker.engine import BookTop, Engine
     from worker.instruments import DEFAULT_INSTRUMENTS
 
-    parser = FrameParser(DEFAULT_INSTRUMENTS)
     engine = Engine(DEFAULT_INSTRUMENTS)
     tops: list[tuple[int, int, int]] = []
-    for item in merged(FrameReader(path), default_snapshots_path(path)):
-        try:
-            if type(item) is RecordedFrame:
-                event = parser.parse_frame(item.frame, item.recv_ns)
-            else:
-                event = parser.parse_snapshot(item.body, item.symbol, item.market, item.recv_ns)
-        except ParseError:
-            continue
-        if event is None:
-            continue
+    for event in recorded_events(path, 0):
         for out in engine.on_event(event):
             if type(out) is BookTop:
                 tops.append((out.recv_ns, out.bid, out.ask))

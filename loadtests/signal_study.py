@@ -32,8 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from worker.binance.parse import FrameParser, ParseError  # noqa: E402
-from worker.binance.recording import RecordedFrame, default_snapshots_path, merged  # noqa: E402
+from loadtests.bench_broker import recorded_events  # noqa: E402
 from worker.book import DiffResult, SnapshotResult, SymbolBook  # noqa: E402
 from worker.events import DepthDiff, Trade  # noqa: E402
 from worker.features import FeatureConfig, Features  # noqa: E402
@@ -51,7 +50,6 @@ NS = 1_000_000_000
 def replay(path: Path) -> Iterator[tuple[str, Any, int]]:
     """Yield ("book", SymbolBook, recv_ns) after each applied diff of a LIVE book (and once when it goes
     LIVE), ("trade", Trade, recv_ns) per trade, ("resync", SymbolBook, recv_ns) when the book is lost."""
-    parser = FrameParser(DEFAULT_INSTRUMENTS)
     books: dict[tuple[Any, str], SymbolBook] = {}
 
     def book_of(market: Any, symbol: str) -> SymbolBook:
@@ -60,16 +58,7 @@ def replay(path: Path) -> Iterator[tuple[str, Any, int]]:
             books[key] = SymbolBook(DEFAULT_INSTRUMENTS[key])
         return books[key]
 
-    for item in merged(path, default_snapshots_path(path)):
-        try:
-            if type(item) is RecordedFrame:
-                event = parser.parse_frame(item.frame, item.recv_ns)
-            else:
-                event = parser.parse_snapshot(item.body, item.symbol, item.market, item.recv_ns)
-        except ParseError:
-            continue
-        if event is None:
-            continue
+    for event in recorded_events(path, 0):
         if type(event) is DepthDiff:
             sb = book_of(event.market, event.symbol)
             result = sb.on_diff(event)
