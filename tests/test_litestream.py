@@ -170,6 +170,17 @@ class Replication:
         return max((fid for at, fid in self.commits if at <= t_ns), default=0)
 
 
+def replicate_then_kill9(config: Path, env: dict[str, str]) -> int:
+    """Replicate for 3 s and 200+ fills, then kill -9 everything. Returns the last fill id committed one
+    sync interval before the kill: what the replica must hold."""
+    run = Replication(config, env)
+    try:
+        run.wait_commits_for(3.0, at_least=200)
+    finally:
+        killed_at = run.kill9()
+    return run.committed_before(killed_at - int(SYNC_INTERVAL_S * 1e9))
+
+
 def restore(args: list[str], output: Path, env: dict[str, str]) -> None:
     out = subprocess.run(
         [LITESTREAM, "restore", "-o", str(output), *args], capture_output=True, text=True, env=env, timeout=60
@@ -194,12 +205,7 @@ def test_file_replica_survives_kill_9_and_restores_to_a_new_path(tmp_path: Path)
     replica_dir = tmp_path / "replica"
     config = derived_config(tmp_path, {"type": "file", "path": str(replica_dir), "sync-interval": "1s"})
     env = litestream_env(QF_DB=str(tmp_path / "w.db"))
-    run = Replication(config, env)
-    try:
-        run.wait_commits_for(3.0, at_least=200)
-    finally:
-        killed_at = run.kill9()
-    must_hold = run.committed_before(killed_at - int(SYNC_INTERVAL_S * 1e9))
+    must_hold = replicate_then_kill9(config, env)
     assert must_hold > 0
     restore([f"file://{replica_dir}"], tmp_path / "restored.db", env)
     held = assert_restored(tmp_path / "restored.db", must_hold)
@@ -255,12 +261,7 @@ def test_s3_replica_survives_kill_9_and_an_empty_volume_boots_from_it(tmp_path: 
         "AWS_SECRET_ACCESS_KEY": "test",
     }
     env = litestream_env(QF_DB=str(tmp_path / "w.db"), **s3_env)
-    run = Replication(config, env)
-    try:
-        run.wait_commits_for(3.0, at_least=200)
-    finally:
-        killed_at = run.kill9()
-    must_hold = run.committed_before(killed_at - int(SYNC_INTERVAL_S * 1e9))
+    must_hold = replicate_then_kill9(config, env)
     assert must_hold > 0
     restore(["-config", str(config), str(tmp_path / "w.db")], tmp_path / "restored.db", env)
     held = assert_restored(tmp_path / "restored.db", must_hold)
