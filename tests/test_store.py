@@ -37,6 +37,14 @@ async def started(path: Path, **config: object) -> StoreWriter:
     return writer
 
 
+async def write_outputs(path: Path, n: int) -> None:
+    """One writer run that records `outputs_for(1..n)` and closes cleanly."""
+    writer = await started(path)
+    for i in range(1, n + 1):
+        writer.submit_many(outputs_for(i))
+    await writer.close()
+
+
 def a_fill(fill_id: int, order_id: int, side: Side, price: int, qty: int, ts: int, fee: int = 0) -> Fill:
     return Fill(
         fill_id,
@@ -227,10 +235,7 @@ async def test_lag_seconds_measures_the_oldest_unwritten_record(tmp_path: Path) 
 
 async def test_replayed_fills_and_transitions_are_written_once(tmp_path: Path) -> None:
     path = tmp_path / "w.db"
-    writer = await started(path)
-    for i in range(1, 51):
-        writer.submit_many(outputs_for(i))
-    await writer.close()
+    await write_outputs(path, 50)
     writer = await started(path)  # a replay re-run from the start after a crash
     for i in range(1, 81):
         writer.submit_many(outputs_for(i))
@@ -379,10 +384,7 @@ def test_risk_reset_refuses_missing_db_and_empty_reason(tmp_path: Path) -> None:
 
 async def test_check_finds_tampered_fills_and_illegal_transitions(tmp_path: Path) -> None:
     path = tmp_path / "w.db"
-    writer = await started(path)
-    for i in range(1, 21):
-        writer.submit_many(outputs_for(i))
-    await writer.close()
+    await write_outputs(path, 20)
     proc = subprocess.run(
         [sys.executable, "-m", "worker", "check", "--db", str(path)],
         capture_output=True,
@@ -503,10 +505,7 @@ async def test_check_reports_a_fill_the_account_could_not_have_made(tmp_path: Pa
 
 async def test_restart_repairs_positions_from_fills_and_records_the_mismatch(tmp_path: Path) -> None:
     path = tmp_path / "w.db"
-    writer = await started(path)
-    for i in range(1, 31):
-        writer.submit_many(outputs_for(i))
-    await writer.close()
+    await write_outputs(path, 30)
     conn = sqlite3.connect(path)
     conn.execute("UPDATE positions SET qty = qty + 1000")  # the stored view drifts from the fills
     conn.commit()
