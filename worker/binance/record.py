@@ -28,6 +28,7 @@ from worker.binance.source import LiveSource
 from worker.engine import Engine
 from worker.errors import ConfigError
 from worker.events import Market
+from worker.logs import setup_logging
 
 log = logging.getLogger("worker.record")
 
@@ -133,12 +134,7 @@ async def record(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        from worker.logs import setup_logging
-
-        setup_logging(args.log_level)
-    except ImportError:  # pragma: no cover
-        logging.basicConfig(level=args.log_level)
+    setup_logging(args.log_level)
     try:
         summary = asyncio.run(record(args))
     except ConfigError as exc:

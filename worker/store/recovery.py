@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from worker import portfolio
 from worker.events import Market
 from worker.instruments import Instrument
 from worker.orders import (
@@ -405,10 +406,6 @@ def instruments_from_db(conn: sqlite3.Connection) -> list[Instrument]:
 def _portfolio_rebuild(conn: sqlite3.Connection) -> tuple[str, Any]:
     """Rebuild with the portfolio's own code (`worker.portfolio.rebuild_from_fills`) from the persisted
     fills and funding payments. Returns (status, portfolio or error text)."""
-    try:
-        from worker import portfolio
-    except ImportError:
-        return "unavailable", None
     payments = [
         portfolio.FundingPayment(*row)
         for row in conn.execute(
