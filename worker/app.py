@@ -538,10 +538,7 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    except StoreError as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-    except RestError as exc:  # exchangeInfo unreachable at start: nothing sensible to run on
+    except (StoreError, RestError) as exc:  # store unusable or exchangeInfo unreachable: nothing to run on
         log.error("cannot start: %s", exc)
         return 1
     except SourceFailed as exc:
