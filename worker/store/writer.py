@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ import aiosqlite
 
 from worker.instruments import MONEY_SCALE, Instrument
 from worker.orders import Fill, Order
+from worker.portfolio import fee_in_quote
 from worker.store import db, records, recovery
 from worker.store.ledger import Position, apply_fill
 
@@ -767,7 +768,7 @@ class StoreWriter:
     def _fill_statement(self, f: Fill) -> Statement:
         inst = self.instruments[f.symbol]
         notional = inst.notional(f.price, f.qty)
-        fee_quote = _fee_in_quote(inst, f)
+        fee_quote = fee_in_quote(inst, f)  # another asset (e.g. BNB): 0, kept in fills.fee
         position = self._positions.setdefault(f.symbol, Position())
         realized = apply_fill(position, int(f.side), f.qty, notional, fee_quote, f.fill_id)
         row = (
@@ -892,16 +893,6 @@ _REST_ORDER = {
 
 def _is_initial(order: Order) -> bool:
     return order.status_name in ("Pending", "Denied") and order.filled_qty == 0
-
-
-def _fee_in_quote(inst: Instrument, f: Fill) -> int:
-    """The fee in quote money: as is when charged in the quote asset, at the fill price when in the base."""
-    if f.fee_asset == inst.quote_asset or not f.fee:
-        return f.fee
-    if f.fee_asset == inst.base_asset:
-        value = Decimal(f.fee) * inst.price_decimal(f.price)
-        return int(value.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-    return 0  # another asset (e.g. BNB): no price to convert at; kept in fills.fee / fee_asset
 
 
 def _instrument_row(inst: Instrument) -> tuple:
