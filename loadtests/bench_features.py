@@ -34,15 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from loadtests.bench_risk import percentile  # noqa: E402
 from loadtests.signal_study import DEFAULT_FILES, replay  # noqa: E402
 from worker.features import FeatureConfig, Features  # noqa: E402
 from worker.strategy import Strategy, StrategyConfig  # noqa: E402
-
-
-def percentile(values: array, q: float) -> int:
-    if not values:
-        return 0
-    return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
 
 
 class _Frozen:
