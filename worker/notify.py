@@ -31,12 +31,13 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from worker import logs
 from worker.errors import ConfigError
+
+if TYPE_CHECKING:  # httpx (+ the rich/click/pygments its CLI pulls in) costs ~10 MB RSS: loaded on first send
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +387,8 @@ class Notifier:
 
     async def run(self) -> None:
         """Send queued notes until `close()`; survives every failure. `start()` runs it as a task."""
+        import httpx  # lazy: replays and tests that never send keep ~10 MB of imports out of RSS
+
         self._run_task = asyncio.current_task()
         self._client = httpx.AsyncClient(
             base_url=self.config.base_url, timeout=self.config.timeout_s, transport=self._transport
@@ -503,6 +506,8 @@ class Notifier:
 
     async def _attempt(self, note: _Note) -> None:
         """One HTTP request; returns on success, raises `_Outcome` otherwise. Paces the chat either way."""
+        import httpx  # already loaded by run(): a sys.modules lookup
+
         assert self._client is not None
         path = f"/bot{self.config.token}/" + ("sendPhoto" if note.kind == "photo" else "sendMessage")
         self._hold(note.chat_id, self.config.min_interval_s)
