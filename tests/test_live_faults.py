@@ -365,7 +365,10 @@ def test_connection_specs_follow_the_2026_usdm_split() -> None:
         "wss://fstream.binance.com/public/stream?streams="
         "btcusdt@depth@0ms/btcusdt@bookTicker/ethusdt@depth@0ms/ethusdt@bookTicker"
     )
-    assert market.url == "wss://fstream.binance.com/market/stream?streams=btcusdt@trade/ethusdt@trade"
+    assert market.url == (
+        "wss://fstream.binance.com/market/stream?streams="
+        "btcusdt@trade/btcusdt@markPrice@1s/ethusdt@trade/ethusdt@markPrice@1s"
+    )
     many = connection_specs(ep, SPOT, [f"s{i}usdt" for i in range(150)], max_streams=200)
     assert [len(s.symbols) for s in many] == [100, 50]
 

@@ -37,6 +37,7 @@ from worker.events import (
     FeedState,
     FeedStatus,
     Market,
+    MarkPrice,
     TimerTick,
     Trade,
 )
@@ -104,6 +105,7 @@ class _Symbol:
         "last_top",
         "live_ns",
         "live_since",
+        "mark_prices",
         "market",
         "mismatch_log",
         "pending_checks",
@@ -125,6 +127,7 @@ class _Symbol:
         self.live_since: int | None = None
         self.live_ns = 0
         self.trades = 0
+        self.mark_prices = 0
         self.book_tickers = 0
         self.book_ticker_checks = 0
         self.book_ticker_mismatches = 0
@@ -241,6 +244,8 @@ class Engine:
             )  # type: ignore[arg-type]
         elif kind is Trade:
             trader.on_trade(event, out)  # type: ignore[arg-type]
+        elif kind is MarkPrice:
+            trader.on_mark_price(event, out)  # type: ignore[arg-type]
         elif kind is TimerTick:
             trader.on_time(event.recv_ns, out)
         return out
@@ -265,6 +270,13 @@ class Engine:
             return []
         if kind is DepthSnapshot:
             return self._on_snapshot(event)  # type: ignore[arg-type]
+        if kind is MarkPrice:
+            state = self._symbol(event.market, event.symbol)  # type: ignore[union-attr]
+            if state is None:
+                self.unknown_symbol_events += 1
+            else:
+                state.mark_prices += 1
+            return []
         if kind is FeedStatus:
             if event.state is not FeedState.CONNECTED:  # type: ignore[union-attr]
                 return self.resync(event.market, event.symbol, f"feed {event.state}", recv_ns)  # type: ignore[union-attr]
@@ -455,6 +467,7 @@ class Engine:
             **book.counters(),
             "resync_reasons": dict(book.resync_reasons),
             "trades": state.trades,
+            "mark_prices": state.mark_prices,
             "book_tickers": state.book_tickers,
             "book_ticker_checks": state.book_ticker_checks,
             "book_ticker_mismatches": state.book_ticker_mismatches,

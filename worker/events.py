@@ -86,6 +86,24 @@ class BookTicker:
 
 
 @dataclass(frozen=True, slots=True)
+class MarkPrice:
+    """USD-M mark price and funding: `funding_rate_e8` (1e-8 units) settles at `next_funding_ns`.
+
+    `mark_price` is in ticks, rounded to the nearest tick (Binance's mark carries more decimals than the
+    tick size). The core settles funding when an update's `exchange_ns` reaches the previous update's
+    `next_funding_ns`, with that previous update's rate and mark.
+    """
+
+    symbol: str
+    market: Market
+    mark_price: int
+    funding_rate_e8: int
+    next_funding_ns: int
+    exchange_ns: int
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class TimerTick:
     """The passage of time with no market event: drives samples, latency queues and the calendar."""
 
@@ -109,5 +127,5 @@ class FeedStatus:
     recv_ns: int
 
 
-MarketEvent = DepthDiff | DepthSnapshot | Trade | BookTicker
-Event = DepthDiff | DepthSnapshot | Trade | BookTicker | TimerTick | FeedStatus
+MarketEvent = DepthDiff | DepthSnapshot | Trade | BookTicker | MarkPrice
+Event = DepthDiff | DepthSnapshot | Trade | BookTicker | MarkPrice | TimerTick | FeedStatus

@@ -138,15 +138,19 @@ def restore(
     outputs: list[Any] = []
     if getattr(engine, "trader", None) is not None and db_path is not None:
         fills: list[Any] = []
-        if state.fills:
-            conn = db.connect_readonly(db_path)
-            try:
+        funding: list[Any] = []
+        conn = db.connect_readonly(db_path)
+        try:
+            if state.fills:
                 fills = list(recovery.iter_fills(conn))
-            finally:
-                conn.close()
-            log.info("portfolio rebuilt from fills", extra={"fills": len(fills)})
+            funding = list(recovery.iter_funding(conn))
+        finally:
+            conn.close()
+        if fills or funding:
+            log.info("portfolio rebuilt from fills", extra={"fills": len(fills), "funding": len(funding)})
         outputs = engine.restore(
             fills,
+            funding=funding,
             last_order_id=state.max_order_id,
             last_fill_id=state.max_fill_id,
             breakers=state.breakers.values(),

@@ -15,6 +15,11 @@ Design and invariants:
 - Shabbat / Yom Tov (`CalendarClock`): `pause_lead_s` before a window resting orders are cancelled (and
   positions flattened when configured); inside it risk is PAUSED (reason `shabbat`); it resumes at the
   window's end. Market data keeps flowing throughout.
+- USD-M funding: each symbol keeps its latest `MarkPrice`; an update whose exchange time reaches the
+  previous one's `next_funding_ns` settles that funding time with the previous update's rate and mark
+  (the last the venue published before settling). The portfolio pays once per (symbol, funding time),
+  also across a restart (`restore` takes the persisted payments). A worker that was down across a
+  funding time does not invent the payment: it never saw the rate that applied.
 - Samples: every `sample_interval_s` of event time, one `EquitySample` and a `TopSample` per live symbol,
   plus a `TopSample` the moment a symbol's book goes LIVE.
 """
@@ -30,11 +35,11 @@ from worker.book import OrderBook
 from worker.broker import Broker, BrokerConfig, CancelRejected, Markout, OrderUpdate
 from worker.calendar import CalendarClock
 from worker.errors import ConfigError
-from worker.events import DepthDiff, Market, Trade
+from worker.events import DepthDiff, Market, MarkPrice, Trade
 from worker.features import FeatureConfig, Features, FeatureVector
 from worker.instruments import MONEY_SCALE, Instrument
 from worker.orders import Fill, Order, OrderType, Side, TimeInForce
-from worker.portfolio import ImpossibleFill, Portfolio, rebuild_from_fills
+from worker.portfolio import FundingPayment, FundingRate, ImpossibleFill, Portfolio, rebuild_from_fills
 from worker.risk import OrderIntent, RiskConfig, RiskEngine, order_for
 from worker.strategy import Signal, SignalKind, Strategy, StrategyConfig
 
@@ -144,6 +149,7 @@ class _SymbolState:
     book: OrderBook | None = None
     vector: FeatureVector | None = None
     working: set[int] = field(default_factory=set)  # our orders on this symbol not yet terminal
+    mark: MarkPrice | None = None  # the latest USD-M mark price / funding rate
 
 
 class Trader:
@@ -241,6 +247,29 @@ class Trader:
         self._absorb(self.broker.on_trade(trade), trade.recv_ns, out)
         state.features.on_trade(trade)
 
+    def on_mark_price(self, update: MarkPrice, out: list) -> None:
+        """Keep the newest mark; settle funding when the venue's clock passed the announced funding time."""
+        state = self.symbols.get(update.symbol)
+        if state is None or state.instrument.market is not update.market:
+            return
+        previous = state.mark
+        if previous is not None and update.exchange_ns < previous.exchange_ns:
+            return  # an older update (a rotation lane repeating itself): the newer one stays
+        state.mark = update
+        if previous is None or update.exchange_ns < previous.next_funding_ns:
+            return
+        funding = FundingRate(
+            update.symbol,
+            previous.funding_rate_e8,
+            previous.mark_price,
+            previous.next_funding_ns,
+            update.recv_ns,
+        )
+        payment = self.portfolio.apply_funding(funding)
+        if payment is not None:
+            out.append(payment)
+            self._risk_update(update.recv_ns, out)
+
     def book_lost(self, market: Market, symbol: str, ts_ns: int, out: list) -> None:
         state = self.symbols.get(symbol)
         if state is None or state.instrument.market is not market:
@@ -263,16 +292,19 @@ class Trader:
         breakers: Iterable[Any],
         equity_peak: int | None,
         ts_ns: int,
+        funding: Iterable[FundingPayment] = (),
     ) -> list[Any]:
         """Start from what a previous run persisted: ids continue after the stored ones, the portfolio is
-        rebuilt from the fills (the fills win over any stored position), tripped breakers and the equity
-        peak carry over. Open orders are not reopened: the shell records them cancelled (`restart`)."""
+        rebuilt from the fills and settled funding (they win over any stored position), tripped breakers
+        and the equity peak carry over. Open orders are not reopened: the shell records them cancelled
+        (`restart`)."""
         self._next_order_id = max(self._next_order_id, last_order_id + 1)
         self.broker.resume_ids(last_fill_id)
         fills = list(fills)
-        if fills:
+        payments = list(funding)
+        if fills or payments:
             self.portfolio = rebuild_from_fills(
-                fills, self.instruments, starting_cash=self.portfolio.starting_cash
+                fills, self.instruments, starting_cash=self.portfolio.starting_cash, funding=payments
             )
         if equity_peak is not None:
             self.portfolio.restore_peak(equity_peak)

@@ -63,6 +63,8 @@ class FakeSymbol:
     last_id: int = 1_000_000
     trade_id: int = 500
     steps: int = 0
+    funding_rate: str = "0.00010000"
+    next_funding_ms: int = 0  # 0: the next 8-hour boundary, as Binance's BTCUSDT perpetual
 
     def __post_init__(self) -> None:
         if self.market is Market.USDM:
@@ -139,6 +141,24 @@ class FakeSymbol:
         body["asks"] = [[self._price(p), self._qty(q)] for p, q in asks]
         return body
 
+    def mark_price(self, now_ms: int) -> dict[str, Any]:
+        """A USD-M `markPriceUpdate`: the mark is the mid with more decimals than the tick, like Binance's."""
+        bid, ask = max(self.bids), min(self.asks)
+        mark = (self.instrument.price_decimal(bid) + self.instrument.price_decimal(ask)) / 2 + Decimal(
+            "0.00012345"
+        )
+        next_funding = self.next_funding_ms or (now_ms // 28_800_000 + 1) * 28_800_000
+        return {
+            "e": "markPriceUpdate",
+            "E": now_ms,
+            "s": self.symbol,
+            "p": _text(mark.quantize(Decimal("0.00000001"))),
+            "i": _text(mark.quantize(Decimal("0.00000001"))),
+            "P": _text(mark.quantize(Decimal("0.00000001"))),
+            "r": self.funding_rate,
+            "T": next_funding,
+        }
+
     def book_ticker(self, now_ms: int) -> dict[str, Any]:
         bid, ask = max(self.bids), min(self.asks)
         head: dict[str, Any] = {"e": "bookTicker"} if self.market is Market.USDM else {}
@@ -165,7 +185,10 @@ class Conn:
 
 
 ROUTES = {"/stream": Market.SPOT, "/public/stream": Market.USDM, "/market/stream": Market.USDM}
-USDM_ROUTE_KINDS = {"/public/stream": {"depth", "bookTicker"}, "/market/stream": {"trade", "aggTrade"}}
+USDM_ROUTE_KINDS = {
+    "/public/stream": {"depth", "bookTicker"},
+    "/market/stream": {"trade", "aggTrade", "markPrice"},
+}
 
 
 class FakeBinance:
@@ -290,6 +313,8 @@ class FakeBinance:
                 await self._emit(market, symbol, "trade", orjson.dumps(trade))
                 if self.book_ticker:
                     await self._emit(market, symbol, "bookTicker", orjson.dumps(book.book_ticker(now_ms)))
+                if market is Market.USDM:
+                    await self._emit(market, symbol, "markPrice", orjson.dumps(book.mark_price(now_ms)))
         async with self.stepped:
             self.stepped.notify_all()
 
@@ -351,6 +376,11 @@ class FakeBinance:
         for conn in dropped:
             conn.ws.transport.abort()
         return len(dropped)
+
+    def set_funding(self, symbol: str, rate: str, next_funding_ms: int) -> None:
+        """The funding rate and next funding time the USD-M mark price stream announces from now on."""
+        book = self.books[(Market.USDM, symbol)]
+        book.funding_rate, book.next_funding_ms = rate, next_funding_ms
 
     def skip_updates(self, symbol: str, n: int) -> None:
         """The next `n` depth updates change the true book but are never sent: a gap."""

@@ -4,7 +4,9 @@ Design:
 - `Endpoints` holds every base URL the worker talks to; tests build one pointing at 127.0.0.1 and the
   worker reaches the loopback stand-in through exactly the same code as Binance.
 - Spot serves depth and trades on one combined-stream connection. USD-M split its routes in 2026:
-  depth (and bookTicker) on `/public`, trades on `/market`; so USD-M needs two connections.
+  depth (and bookTicker) on `/public`, trades and mark price on `/market`; so USD-M needs two
+  connections. The mark price stream (`@markPrice@1s`) carries the funding rate and the next funding
+  time: without it a paper futures position would never pay funding.
 - `connection_specs` is the single place that decides which streams share a connection; it caps a
   connection at `MAX_STREAMS_PER_CONNECTION` streams (Binance allows 1024; fewer keeps a reconnect cheap).
 - Stream names are lowercase (Binance's rule); symbols elsewhere are uppercase.
@@ -79,6 +81,10 @@ def trade_stream(symbol: str) -> str:
     return f"{symbol.lower()}@trade"
 
 
+def mark_price_stream(symbol: str) -> str:
+    return f"{symbol.lower()}@markPrice@1s"
+
+
 def book_ticker_stream(symbol: str) -> str:
     return f"{symbol.lower()}@bookTicker"
 
@@ -115,7 +121,7 @@ def connection_specs(
     book_ticker: bool = False,
     max_streams: int = MAX_STREAMS_PER_CONNECTION,
 ) -> list[ConnectionSpec]:
-    """The connections needed for depth + trades (+ bookTicker) of `symbols` on `market`.
+    """The connections needed for depth + trades (+ bookTicker; + mark price on USD-M) of `symbols`.
 
     A symbol's depth streams always stay on one connection so a reconnect resyncs whole symbols.
     """
@@ -143,5 +149,5 @@ def connection_specs(
         add("spot", endpoints.spot_ws, "", lambda s: [*depth_names(s), trade_stream(s)], per_symbol_depth + 1)
     else:
         add("usdm-public", endpoints.usdm_ws, "public", depth_names, per_symbol_depth)
-        add("usdm-market", endpoints.usdm_ws, "market", lambda s: [trade_stream(s)], 1)
+        add("usdm-market", endpoints.usdm_ws, "market", lambda s: [trade_stream(s), mark_price_stream(s)], 2)
     return specs

@@ -23,19 +23,21 @@ Design and invariants:
   other miss through `make_converter`; both give exactly `Instrument.price_ticks`/`qty_lots` results.
 - Exchange times become integer ns: trades use `T` (trade time); depth uses `T` where the venue sends it
   (USD-M) and `E` otherwise.
+- USD-M `markPriceUpdate` -> `MarkPrice`: the funding rate `r` must be exact in 1e-8 units (Binance sends
+  8 decimals); the mark `p` carries more decimals than the tick, so it is rounded half-even to a tick.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 import orjson
 
 from worker.errors import ConfigError
-from worker.events import BookTicker, DepthDiff, DepthSnapshot, Event, Level, Market, Trade
+from worker.events import BookTicker, DepthDiff, DepthSnapshot, Event, Level, Market, MarkPrice, Trade
 from worker.instruments import Instrument, OffGridError
 
 MS = 1_000_000
@@ -45,7 +47,13 @@ MS = 1_000_000
 # holds ~8 MB per symbol and never grows past the bound.
 CACHE_BOUND = 32768
 
-_STREAM_KINDS = {"depth": "depthUpdate", "trade": "trade", "bookTicker": "bookTicker"}
+_STREAM_KINDS = {
+    "depth": "depthUpdate",
+    "trade": "trade",
+    "bookTicker": "bookTicker",
+    "markPrice": "markPriceUpdate",
+}
+RATE_SCALE = 10**8  # funding rates in 1e-8 units (worker.portfolio.RATE_SCALE)
 
 
 class ParseError(ValueError):
@@ -307,6 +315,8 @@ class FrameParser:
                 return self._book_ticker(data, recv_ns, market)
             if kind == "trade":
                 return self._trade(data, recv_ns, market)
+            if kind == "markPriceUpdate":
+                return self._mark_price(data, recv_ns)
         except ParseError:
             raise
         except _PARSE_FAILURES as exc:
@@ -384,6 +394,31 @@ class FrameParser:
             )
         except OffGridError as exc:
             raise ParseError(f"off-grid bookTicker {exc}", codec.symbol, market) from None
+
+    def _mark_price(self, d: dict[str, Any], recv_ns: int) -> MarkPrice:
+        codec = self._codec(d["s"], Market.USDM)
+        next_funding_ms, event_ms = d["T"], d["E"]
+        if type(next_funding_ms) is not int or type(event_ms) is not int:
+            raise ParseError(
+                f"bad markPriceUpdate T={next_funding_ms!r} E={event_ms!r}", codec.symbol, codec.market
+            )
+        try:
+            mark = Decimal(d["p"])
+            rate = Decimal(d["r"]) * RATE_SCALE
+        except (InvalidOperation, TypeError):
+            raise ParseError(
+                f"bad markPriceUpdate p={d['p']!r} r={d['r']!r}", codec.symbol, codec.market
+            ) from None
+        if not mark.is_finite() or mark <= 0 or not rate.is_finite() or rate != rate.to_integral_value():
+            raise ParseError(
+                f"markPriceUpdate p={d['p']!r} r={d['r']!r}: a positive mark and a rate in 1e-8 steps",
+                codec.symbol,
+                codec.market,
+            )
+        ticks = int((mark / codec.instrument.tick_size).to_integral_value(ROUND_HALF_EVEN))
+        return MarkPrice(
+            codec.symbol, codec.market, max(ticks, 1), int(rate), next_funding_ms * MS, event_ms * MS, recv_ns
+        )
 
     # --- REST bodies ---
     def parse_snapshot(

@@ -44,8 +44,9 @@ from worker.binance.endpoints import ConnectionSpec
 log = logging.getLogger(__name__)
 
 # Seconds of silence per stream kind before the connection is replaced. Depth diffs come every 100 ms
-# while anything changes; trades on a quiet symbol can pause for minutes (raise these for illiquid ones).
-DEFAULT_WATCHDOG_S = {"depth": 15.0, "trade": 300.0, "bookTicker": 60.0}
+# while anything changes; trades on a quiet symbol can pause for minutes (raise these for illiquid ones);
+# the USD-M mark price is pushed every second whatever the market does.
+DEFAULT_WATCHDOG_S = {"depth": 15.0, "trade": 300.0, "bookTicker": 60.0, "markPrice": 30.0}
 ROTATE_AFTER_S = 23 * 3600.0  # Binance disconnects at 24 h; rotate with an hour to spare
 
 

@@ -124,6 +124,15 @@ def iter_fills(conn: sqlite3.Connection) -> Iterator[Fill]:
         )
 
 
+def iter_funding(conn: sqlite3.Connection) -> Iterator[portfolio.FundingPayment]:
+    """Every persisted USD-M funding settlement, in funding-time order."""
+    for row in conn.execute(
+        "SELECT symbol, funding_ns, rate_e8, mark_price, position_qty, amount FROM funding_payments "
+        "ORDER BY funding_ns, symbol"
+    ):
+        yield portfolio.FundingPayment(*row)
+
+
 def rebuild_positions(conn: sqlite3.Connection) -> dict[tuple[str, str], Position]:
     """Replay every fill through the ledger (exact integers, deterministic)."""
     positions: dict[tuple[str, str], Position] = {}
@@ -406,14 +415,10 @@ def instruments_from_db(conn: sqlite3.Connection) -> list[Instrument]:
 def _portfolio_rebuild(conn: sqlite3.Connection) -> tuple[str, Any]:
     """Rebuild with the portfolio's own code (`worker.portfolio.rebuild_from_fills`) from the persisted
     fills and funding payments. Returns (status, portfolio or error text)."""
-    payments = [
-        portfolio.FundingPayment(*row)
-        for row in conn.execute(
-            "SELECT symbol, funding_ns, rate_e8, mark_price, position_qty, amount FROM funding_payments"
-        )
-    ]
     try:
-        rebuilt = portfolio.rebuild_from_fills(iter_fills(conn), instruments_from_db(conn), funding=payments)
+        rebuilt = portfolio.rebuild_from_fills(
+            iter_fills(conn), instruments_from_db(conn), funding=iter_funding(conn)
+        )
     except ValueError as exc:  # ImpossibleFill: a fill that cannot have happened on the account
         return "refused", str(exc)
     return "ok", rebuilt
