@@ -33,18 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DATA = ROOT.parent / "shared" / "data" / "binance"
-DEFAULT_FILES = [
-    DATA / "spot_btcusdt_20240808T2354Z.ws.jsonl.gz",
-    DATA / "usdm_btcusdt_20240808T2354Z.ws.jsonl.gz",
-]
-
-
-def percentile(sorted_values: array, q: float) -> int:
-    if not sorted_values:
-        return 0
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
+from loadtests.recordings import DEFAULT_FILES, percentile  # noqa: E402
 
 
 def plain_reference(path: Path) -> tuple[int, int]:

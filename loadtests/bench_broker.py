@@ -25,8 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DATA = ROOT.parent / "shared" / "data" / "binance"
-DEFAULT_FILE = DATA / "spot_btcusdt_20240808T2354Z.ws.jsonl.gz"
+from loadtests.recordings import SPOT_FILE as DEFAULT_FILE  # noqa: E402
 
 
 def pct(values: array, q: float) -> float:

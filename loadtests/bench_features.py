@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from loadtests.bench_risk import percentile  # noqa: E402
-from loadtests.signal_study import DEFAULT_FILES, replay  # noqa: E402
+from loadtests.recordings import DEFAULT_FILES, percentile  # noqa: E402
+from loadtests.signal_study import replay  # noqa: E402
 from worker.features import FeatureConfig, Features  # noqa: E402
 from worker.strategy import Strategy, StrategyConfig  # noqa: E402
 

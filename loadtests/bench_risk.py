@@ -31,17 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DATA = ROOT.parent / "shared" / "data" / "binance"
-DEFAULT_FILES = [
-    DATA / "spot_btcusdt_20240808T2354Z.ws.jsonl.gz",
-    DATA / "usdm_btcusdt_20240808T2354Z.ws.jsonl.gz",
-]
-
-
-def percentile(sorted_values: list[int] | array, q: float) -> int:
-    if not sorted_values:
-        return 0
-    return sorted_values[min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))]
+from loadtests.recordings import DEFAULT_FILES, percentile  # noqa: E402
 
 
 def recorded_tops(path: Path, limit: int) -> list[tuple[int, int, int]]:

@@ -33,17 +33,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from loadtests.bench_broker import recorded_events  # noqa: E402
+from loadtests.recordings import DEFAULT_FILES  # noqa: E402
 from worker.book import DiffResult, SnapshotResult, SymbolBook  # noqa: E402
 from worker.events import DepthDiff, Trade  # noqa: E402
 from worker.features import FeatureConfig, Features  # noqa: E402
 from worker.instruments import DEFAULT_INSTRUMENTS  # noqa: E402
 from worker.strategy import SignalKind, Strategy, StrategyConfig  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "binance"
-DEFAULT_FILES = [
-    DATA / "spot_btcusdt_20240808T2354Z.ws.jsonl.gz",
-    DATA / "usdm_btcusdt_20240808T2354Z.ws.jsonl.gz",
-]
 NS = 1_000_000_000
 
 
