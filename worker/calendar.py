@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,7 +39,7 @@ from astral import Observer, SunDirection
 from astral.sun import midnight, time_of_transit
 from pyluach.dates import GregorianDate
 
-from worker.errors import ConfigError
+from worker.errors import ConfigError, is_finite_number, is_whole
 
 __all__ = [
     "SAO_PAULO",
@@ -83,14 +82,6 @@ _YOM_TOV_NAMES = {
 # ---------------------------------------------------------------- small helpers
 
 
-def _finite_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _to_ns(moment: dt.datetime) -> int:
     return (moment - _EPOCH) // dt.timedelta(microseconds=1) * 1000
 
@@ -124,9 +115,9 @@ class Location:
     tz: str = "America/Sao_Paulo"
 
     def __post_init__(self) -> None:
-        if not _finite_number(self.latitude) or not -90.0 <= self.latitude <= 90.0:
+        if not is_finite_number(self.latitude) or not -90.0 <= self.latitude <= 90.0:
             raise ConfigError("latitude", f"a number of degrees in [-90, 90], got {self.latitude!r}")
-        if not _finite_number(self.longitude) or not -180.0 <= self.longitude <= 180.0:
+        if not is_finite_number(self.longitude) or not -180.0 <= self.longitude <= 180.0:
             raise ConfigError("longitude", f"a number of degrees in [-180, 180], got {self.longitude!r}")
         try:
             ZoneInfo(self.tz)
@@ -158,12 +149,12 @@ class CalendarConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.location, Location):
             raise ConfigError("location", "a worker.calendar.Location")
-        if not _whole(self.candle_minutes) or not 0 <= self.candle_minutes <= 120:
+        if not is_whole(self.candle_minutes) or not 0 <= self.candle_minutes <= 120:
             raise ConfigError(
                 "candle_minutes", f"whole minutes before sunset in [0, 120], got {self.candle_minutes!r}"
             )
         if self.havdalah_minutes is not None and (
-            not _whole(self.havdalah_minutes) or not 1 <= self.havdalah_minutes <= 180
+            not is_whole(self.havdalah_minutes) or not 1 <= self.havdalah_minutes <= 180
         ):
             raise ConfigError(
                 "havdalah_minutes",

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple, Protocol
 
-from worker.errors import ConfigError
+from worker.errors import ConfigError, is_finite_number, is_whole
 from worker.events import Level, Trade
 
 _NS_PER_MS = 1_000_000
@@ -46,14 +46,6 @@ class BookView(Protocol):
 
     def top_bids(self, n: int) -> list[Level]: ...
     def top_asks(self, n: int) -> list[Level]: ...
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
 
 
 def reject_unknown(cls: type, data: Mapping[str, Any]) -> None:
@@ -76,13 +68,13 @@ class FeatureConfig:
     vol_warmup_samples: int = 30  # grid samples before the volatility (and the vector) counts as warm
 
     def __post_init__(self) -> None:
-        if not _is_int(self.bucket_ms) or not 1 <= self.bucket_ms <= 60_000:
+        if not is_whole(self.bucket_ms) or not 1 <= self.bucket_ms <= 60_000:
             raise ConfigError("bucket_ms", f"an integer in [1, 60000] ms, got {self.bucket_ms!r}")
         windows = self.windows_ms
         if not isinstance(windows, tuple) or not windows:
             raise ConfigError("windows_ms", f"a non-empty tuple of integers in ms, got {windows!r}")
         for w in windows:
-            if not _is_int(w) or w <= 0 or w % self.bucket_ms:
+            if not is_whole(w) or w <= 0 or w % self.bucket_ms:
                 raise ConfigError(
                     "windows_ms",
                     f"positive integers, each a multiple of bucket_ms={self.bucket_ms}, got {w!r}",
@@ -94,13 +86,13 @@ class FeatureConfig:
                 "windows_ms",
                 f"at most {_MAX_BUCKETS} buckets long (max window / bucket_ms), got {windows[-1]}",
             )
-        if not _is_int(self.levels) or not 1 <= self.levels <= 50:
+        if not is_whole(self.levels) or not 1 <= self.levels <= 50:
             raise ConfigError("levels", f"an integer in [1, 50], got {self.levels!r}")
-        if not _is_int(self.vol_sample_ms) or not 1 <= self.vol_sample_ms <= 3_600_000:
+        if not is_whole(self.vol_sample_ms) or not 1 <= self.vol_sample_ms <= 3_600_000:
             raise ConfigError("vol_sample_ms", f"an integer in [1, 3600000] ms, got {self.vol_sample_ms!r}")
-        if not _is_number(self.vol_halflife_s) or not 0 < self.vol_halflife_s <= 86_400:
+        if not is_finite_number(self.vol_halflife_s) or not 0 < self.vol_halflife_s <= 86_400:
             raise ConfigError("vol_halflife_s", f"a number in (0, 86400] s, got {self.vol_halflife_s!r}")
-        if not _is_int(self.vol_warmup_samples) or not 0 <= self.vol_warmup_samples <= 100_000:
+        if not is_whole(self.vol_warmup_samples) or not 0 <= self.vol_warmup_samples <= 100_000:
             raise ConfigError(
                 "vol_warmup_samples", f"an integer in [0, 100000], got {self.vol_warmup_samples!r}"
             )

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from worker.errors import ConfigError
+from worker.errors import ConfigError, is_finite_number, is_whole
 from worker.features import OFI, FeatureVector, reject_unknown
 from worker.orders import Side
 
@@ -80,14 +80,6 @@ class Signal:
         return "ofi"
 
 
-def _is_num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True, slots=True)
 class StrategyConfig:
     """Strategy parameters. Price distances are in ticks of the symbol (defaults sized for BTCUSDT
@@ -117,60 +109,67 @@ class StrategyConfig:
                 raise ConfigError(name, f"{allowed}, got {getattr(self, name)!r}")
 
         need(
-            _is_int(self.signal_window_ms) and self.signal_window_ms > 0, "signal_window_ms", "a positive int"
+            is_whole(self.signal_window_ms) and self.signal_window_ms > 0,
+            "signal_window_ms",
+            "a positive int",
         )
         need(self.normalization in set(Normalization), "normalization", "one of 'zscore', 'depth'")
         need(
-            _is_int(self.sample_ms) and 1 <= self.sample_ms <= 3_600_000,
+            is_whole(self.sample_ms) and 1 <= self.sample_ms <= 3_600_000,
             "sample_ms",
             "an int in [1, 3600000]",
         )
         need(
-            _is_num(self.norm_halflife_s) and 0 < self.norm_halflife_s <= 86_400,
+            is_finite_number(self.norm_halflife_s) and 0 < self.norm_halflife_s <= 86_400,
             "norm_halflife_s",
             "a number in (0, 86400] s",
         )
         need(
-            _is_int(self.warmup_samples) and 1 <= self.warmup_samples <= 100_000,
+            is_whole(self.warmup_samples) and 1 <= self.warmup_samples <= 100_000,
             "warmup_samples",
             "an int in [1, 100000]",
         )
         need(
-            _is_num(self.entry_threshold) and 0 < self.entry_threshold <= 50,
+            is_finite_number(self.entry_threshold) and 0 < self.entry_threshold <= 50,
             "entry_threshold",
             "a number in (0, 50]",
         )
         need(
-            _is_num(self.exit_threshold) and 0 < self.exit_threshold <= 50,
+            is_finite_number(self.exit_threshold) and 0 < self.exit_threshold <= 50,
             "exit_threshold",
             "a number in (0, 50]",
         )
         need(
-            _is_num(self.full_confidence_score) and self.entry_threshold <= self.full_confidence_score <= 100,
+            is_finite_number(self.full_confidence_score)
+            and self.entry_threshold <= self.full_confidence_score <= 100,
             "full_confidence_score",
             f"a number in [entry_threshold={self.entry_threshold}, 100]",
         )
-        need(_is_num(self.max_spread_bps) and self.max_spread_bps > 0, "max_spread_bps", "a number > 0")
-        need(_is_num(self.min_vol_bps) and self.min_vol_bps >= 0, "min_vol_bps", "a number >= 0")
         need(
-            _is_num(self.max_vol_bps) and self.max_vol_bps > self.min_vol_bps,
+            is_finite_number(self.max_spread_bps) and self.max_spread_bps > 0,
+            "max_spread_bps",
+            "a number > 0",
+        )
+        need(is_finite_number(self.min_vol_bps) and self.min_vol_bps >= 0, "min_vol_bps", "a number >= 0")
+        need(
+            is_finite_number(self.max_vol_bps) and self.max_vol_bps > self.min_vol_bps,
             "max_vol_bps",
             f"a number > min_vol_bps={self.min_vol_bps}",
         )
-        need(_is_int(self.min_lots) and self.min_lots >= 1, "min_lots", "an int >= 1")
+        need(is_whole(self.min_lots) and self.min_lots >= 1, "min_lots", "an int >= 1")
         need(
-            _is_int(self.max_lots) and self.min_lots <= self.max_lots <= 10**12,
+            is_whole(self.max_lots) and self.min_lots <= self.max_lots <= 10**12,
             "max_lots",
             f"an int in [min_lots={self.min_lots}, 1e12]",
         )
         need(
-            _is_int(self.take_profit_ticks) and self.take_profit_ticks >= 1,
+            is_whole(self.take_profit_ticks) and self.take_profit_ticks >= 1,
             "take_profit_ticks",
             "an int >= 1",
         )
-        need(_is_int(self.stop_loss_ticks) and self.stop_loss_ticks >= 1, "stop_loss_ticks", "an int >= 1")
-        need(_is_int(self.max_hold_ms) and self.max_hold_ms >= 1, "max_hold_ms", "an int >= 1 ms")
-        need(_is_int(self.cooldown_ms) and self.cooldown_ms >= 0, "cooldown_ms", "an int >= 0 ms")
+        need(is_whole(self.stop_loss_ticks) and self.stop_loss_ticks >= 1, "stop_loss_ticks", "an int >= 1")
+        need(is_whole(self.max_hold_ms) and self.max_hold_ms >= 1, "max_hold_ms", "an int >= 1 ms")
+        need(is_whole(self.cooldown_ms) and self.cooldown_ms >= 0, "cooldown_ms", "an int >= 0 ms")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StrategyConfig:
