@@ -261,22 +261,17 @@ class Engine:
             return self._on_diff(event)  # type: ignore[arg-type]
         if kind is BookTicker:
             return self._on_book_ticker(event)  # type: ignore[arg-type]
-        if kind is Trade:
+        if kind is Trade or kind is MarkPrice:  # no book change: counted, then the trader's business
             state = self._symbol(event.market, event.symbol)  # type: ignore[union-attr]
             if state is None:
                 self.unknown_symbol_events += 1
-            else:
+            elif kind is Trade:
                 state.trades += 1
-            return []
-        if kind is DepthSnapshot:
-            return self._on_snapshot(event)  # type: ignore[arg-type]
-        if kind is MarkPrice:
-            state = self._symbol(event.market, event.symbol)  # type: ignore[union-attr]
-            if state is None:
-                self.unknown_symbol_events += 1
             else:
                 state.mark_prices += 1
             return []
+        if kind is DepthSnapshot:
+            return self._on_snapshot(event)  # type: ignore[arg-type]
         if kind is FeedStatus:
             if event.state is not FeedState.CONNECTED:  # type: ignore[union-attr]
                 return self.resync(event.market, event.symbol, f"feed {event.state}", recv_ns)  # type: ignore[union-attr]
