@@ -109,8 +109,18 @@ def test_scripted_orders_pass_risk_and_reach_the_broker() -> None:
     rows = [
         ScheduledOrder(t0 // 1_000_000 + 1_000, Side.BUY, OrderType.MARKET, TimeInForce.IOC, Decimal("0.01")),
         scheduled_row(t0 + 2 * NS),  # rests 50 ticks below the bid
-        ScheduledOrder(  # below min notional (5 USDT): denied by risk
+        ScheduledOrder(  # below min notional (5 USDT): the venue rejects it with Binance's reason
             t0 // 1_000_000 + 3_000, Side.BUY, OrderType.MARKET, TimeInForce.IOC, Decimal("0.00001")
+        ),
+        ScheduledOrder(  # ~0.3 BTC: more quote than the account holds, so risk cuts it to what fits
+            t0 // 1_000_000 + 4_000,
+            Side.BUY,
+            OrderType.LIMIT,
+            TimeInForce.IOC,
+            Decimal("0.3"),
+            None,
+            "ask",
+            100,
         ),
     ]
     engine = full_engine(schedule=rows)
@@ -122,16 +132,26 @@ def test_scripted_orders_pass_risk_and_reach_the_broker() -> None:
     for o in outputs:
         if isinstance(o, OrderUpdate):
             final[o.order.order_id] = o.order
-    assert len(final) == 3
-    market_buy, resting, tiny = (final[i] for i in sorted(final))
+    assert len(final) == 4
+    market_buy, resting, tiny, big = (final[i] for i in sorted(final))
     assert market_buy.status_name == "Filled"
     fills = [o for o in outputs if isinstance(o, Fill)]
-    assert fills and all(f.order_id == market_buy.order_id for f in fills)
-    assert fills[0].ts_ns - t0 >= 1 * NS + 200_000_000, "the order acts after its entry latency"
+    first_fills = [f for f in fills if f.order_id == market_buy.order_id]
+    assert first_fills and first_fills[0].ts_ns - t0 >= 1 * NS + 200_000_000, "acts after its entry latency"
     assert resting.status_name == "Pending" and resting.price == market.mid - 1 - 50
-    assert isinstance(tiny.status, Denied) and tiny.status.reason == "min_notional"
+    assert tiny.status_name == "Rejected" and tiny.status.reason.startswith("MIN_NOTIONAL")
+    # the big order went out at the size risk approved, and every lot it filled is a fill on the account
+    decisions = [o for o in outputs if type(o).__name__ == "RiskDecisionEvent" and o.tag == big.tag]
+    assert [(d.verdict, d.reason, d.qty_requested) for d in decisions] == [
+        ("adjusted", "insufficient_quote", 30_000)
+    ]
+    assert big.qty == decisions[0].qty_approved
+    assert 0 < big.qty < 30_000 and big.status_name in ("Filled", "PartiallyFilled", "Cancelled")
+    big_fills = [f for f in fills if f.order_id == big.order_id]
+    assert sum(f.qty for f in big_fills) == big.filled_qty > 0
+    assert not [o for o in outputs if getattr(o, "kind", "") == "impossible_fill"]
     portfolio = engine.trader.portfolio
-    assert portfolio.qty("BTCUSDT") == sum(f.qty for f in fills) == 1_000
+    assert portfolio.qty("BTCUSDT") == sum(f.qty for f in fills) == 1_000 + big.filled_qty
 
 
 def friday_window() -> tuple[int, int]:

@@ -40,7 +40,7 @@ from worker.features import FeatureConfig, Features, FeatureVector
 from worker.instruments import MONEY_SCALE, Instrument
 from worker.orders import Fill, Order, OrderType, Side, TimeInForce
 from worker.portfolio import FundingPayment, FundingRate, ImpossibleFill, Portfolio, rebuild_from_fills
-from worker.risk import OrderIntent, RiskConfig, RiskEngine, order_for
+from worker.risk import SCRIPT_TAG_PREFIX, OrderIntent, RiskConfig, RiskEngine, order_for
 from worker.strategy import Signal, SignalKind, Strategy, StrategyConfig
 
 NS = 1_000_000_000
@@ -413,7 +413,8 @@ class Trader:
         """Risk-check an intent; send what passes, record what does not.
 
         `as_written` (qty, price as decimals) sends a scripted order exactly as written, so one that is
-        off the lot or tick grid reaches the venue and is `Rejected` there with Binance's reason."""
+        off the lot or tick grid reaches the venue and is `Rejected` there with Binance's reason. When
+        risk cut its size (`Adjusted`), the cut quantity is what goes out."""
         state = self.symbols.get(intent.symbol)
         book = state.book if state is not None else None
         top = None
@@ -433,6 +434,8 @@ class Trader:
         if as_written is not None and state is not None:
             qty, price = as_written
             o = order
+            if o.qty != intent.qty:  # Adjusted: never send more than risk approved
+                qty = state.instrument.qty_decimal(o.qty)
             _, sent = self.broker.submit_decimal(
                 o.order_id,
                 o.symbol,
@@ -498,7 +501,7 @@ class Trader:
                 written_price = row.price
                 price = max(int(row.price / inst.tick_size), 1)
         intent = OrderIntent(
-            symbol, row.side, row.type, row.tif, lots, price, ts_ns, f"script:{number}", False
+            symbol, row.side, row.type, row.tif, lots, price, ts_ns, f"{SCRIPT_TAG_PREFIX}{number}", False
         )
         order = self._send(intent, None, out, (row.qty, written_price))
         if row.cancel_after_ms is not None and not order.is_terminal:
