@@ -129,6 +129,24 @@ def test_reset_after_resync_waits_for_warm_again() -> None:
     assert strat.on_features(vec(ts + 10 * S, 100_000), 0, None) is not None
 
 
+def test_a_held_position_keeps_its_stops_while_the_strategy_is_cold() -> None:
+    cfg = config(take_profit_ticks=100, stop_loss_ticks=100, max_hold_ms=10_000, exit_threshold=1.0)
+    strat, ts = warmed(cfg)
+    strat.reset()  # a resync (or a restart): no score for a while
+    assert not strat.warm
+    # no reversal exit without a score, however strong the opposite flow looks
+    assert strat.on_features(vec(ts, -100_000, warm=False), 7, BID) is None
+    sig = strat.on_features(vec(ts + MS, 0, bid=BID - 100, ask=BID - 99, warm=False), 7, BID)
+    assert sig is not None and (sig.kind, sig.reason, sig.side, sig.size_lots) == (
+        SignalKind.EXIT, "stop_loss", Side.SELL, 7
+    )  # fmt: skip
+    assert sig.score == 0.0 and sig.confidence == 1.0
+    cold = Strategy("BTCUSDT", WINDOWS, cfg)  # a fresh start with a position opened 10 s ago
+    sig = cold.on_features(vec(ts, 0, warm=False), -3, BID, entry_ts_ns=ts - 10 * S)
+    assert sig is not None and sig.reason == "time_stop" and sig.side is Side.BUY
+    assert cold.on_features(vec(ts, 0, warm=False), 0, None) is None  # flat and cold: no entry
+
+
 # --- entries ---
 def test_entry_long_and_short_with_confidence_and_size() -> None:
     cfg = config(max_lots=100, min_lots=3)

@@ -309,6 +309,10 @@ class Strategy:
         if entry_ts_ns is not None:
             self._entry_ts = entry_ts_ns
         if not self._ready or not fv.warm:
+            # No score yet (a restart or a resync): entries wait, but a held position keeps its
+            # stop-loss, take-profit and time stop; only the reversal exit needs the score.
+            if position_lots:
+                return self._exit(fv, None, position_lots, entry_price_ticks, ts_ns)
             return None
         score = (fv.cum_ofi - fv.starts[self._window][OFI] - self._center) * self._scale
         cfg = self.config
@@ -329,8 +333,10 @@ class Strategy:
         return self._emit(fv, side, size, confidence, SignalKind.ENTRY, reason, score, ts_ns)
 
     def _exit(
-        self, fv: FeatureVector, score: float, position: int, entry: int | None, ts_ns: int
+        self, fv: FeatureVector, score: float | None, position: int, entry: int | None, ts_ns: int
     ) -> Signal | None:
+        """Stop-loss and take-profit on the exit side's price, then the time stop, then a reversal of the
+        score (`score` None: not computable yet, so no reversal exit)."""
         cfg = self.config
         long = position > 0
         side = Side.SELL if long else Side.BUY
@@ -344,10 +350,14 @@ class Strategy:
         if reason is None:
             if ts_ns - self._entry_ts >= self._hold_ns:
                 reason = "time_stop"
+            elif score is None:
+                return None
             elif (score <= -cfg.exit_threshold) if long else (score >= cfg.exit_threshold):
                 reason = "reversal"
             else:
                 return None
+        if score is None:
+            score = 0.0  # not computable yet; this exit (a stop, never a reversal) did not depend on it
         confidence = min(1.0, abs(score) / cfg.full_confidence_score) if reason == "reversal" else 1.0
         return self._emit(fv, side, abs(position), confidence, SignalKind.EXIT, reason, score, ts_ns)
 
