@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/", dashboard, methods=["GET"]),
         Route("/health", system.health, methods=["GET"]),
+        Route("/livez", system.livez, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route(f"{v1}/health", system.health, methods=["GET"]),

@@ -397,9 +397,23 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "responses": health_responses,
         }
     }
+    live_schema = obj({"status": {"type": "string", "enum": ["ok", "unhealthy"]}, "reasons": arr(STR)})
+    live_responses = _responses(live_schema)
+    live_responses["503"] = {
+        "description": "database unreadable",
+        "content": {"application/json": {"schema": live_schema}},
+    }
+    live = {
+        "get": {
+            "summary": "The API's own liveness: the database is readable (the worker may be down)",
+            "parameters": [],
+            "responses": live_responses,
+        }
+    }
     v1 = "/api/v1"
     paths: dict[str, Any] = {
         "/health": health,
+        "/livez": live,
         f"{v1}/health": health,
         f"{v1}/status": _get("Trading state, symbols, sync, last prices, counters", STATUS, []),
         f"{v1}/positions": _get(

@@ -4,6 +4,9 @@ Design and invariants:
 - `/health` is 200 only when the database is readable AND the worker's heartbeat (wall clock, written
   at least once a second) is younger than `heartbeat_max_age_s`; otherwise 503. Either way the body
   says why: heartbeat age, replication lag where known, per-symbol sync state, trading state.
+- `/livez` is the API's own liveness (Fly's http check): 200 while the database is readable, whatever
+  the worker does. Fly's proxy stops routing to a machine that fails its check, so checking the worker
+  there would hide the dashboard exactly when the operator needs it.
 - Over a litestream follow copy the heartbeat age includes the replication lag, so it is the honest
   upper bound of how stale the API's data is; the copy's own modification age is reported beside it.
 - `calendar` reads `worker.calendar.CalendarClock` (pure, precomputed windows) with the wall clock:
@@ -114,6 +117,21 @@ async def health(request: Request) -> JSON:
         "run_id": heartbeat["run_id"] if heartbeat else None,
     }
     return JSON(body, status_code=200 if not reasons else 503, headers={"Cache-Control": "no-store"})
+
+
+def _readable(reader: Reader) -> bool:
+    reader.one("SELECT 1 FROM meta LIMIT 1")
+    return True
+
+
+async def livez(request: Request) -> JSON:
+    query(request, ())
+    try:
+        await ctx(request).db.run(_readable)
+    except Unavailable as exc:
+        body = {"status": "unhealthy", "reasons": [f"database not readable: {exc.detail}"]}
+        return JSON(body, status_code=503, headers={"Cache-Control": "no-store"})
+    return JSON({"status": "ok", "reasons": []}, headers={"Cache-Control": "no-store"})
 
 
 def _status(reader: Reader) -> dict[str, Any]:

@@ -185,8 +185,11 @@ def test_health_says_why(seeded: Path, tmp_path: Path) -> None:
     with TestClient(create_app(Settings(str(seeded), heartbeat_max_age_s=0.001))) as stale:
         r = stale.get("/health")
         assert r.status_code == 503 and "heartbeat" in r.json()["reasons"][0]
+        assert stale.get("/livez").status_code == 200, "the API lives on while the worker is down"
     with TestClient(create_app(Settings(str(tmp_path / "missing.db")))) as missing:
         r = missing.get("/health")
+        assert r.status_code == 503 and "not readable" in r.json()["reasons"][0]
+        r = missing.get("/livez")
         assert r.status_code == 503 and "not readable" in r.json()["reasons"][0]
         r = missing.get("/api/v1/fills")
         assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
