@@ -159,7 +159,7 @@ POSITION = obj(
         "qty": DECIMAL,
         "side": {"type": "string", "enum": ["LONG", "SHORT", "FLAT"]},
         "cost": MONEY,
-        "avg_price": null(NUM),
+        "avg_price": null({"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{8}$"}),
         "mark_price": null(DECIMAL),
         "mark_time": null(TIME),
         "market_value": null(MONEY),

@@ -19,6 +19,7 @@ Design and invariants:
 from __future__ import annotations
 
 import math
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import orjson
@@ -56,14 +57,18 @@ def _mark_value(inst: render.InstrumentView, qty: int, price_ticks: int) -> int:
     return qty * price_ticks * numerator // 10**decimals
 
 
-def _avg_price(inst: render.InstrumentView, qty: int, cost: int) -> float | None:
-    """Average entry price (float: a statistic) = cost / (qty x money per tick-lot), in price units."""
+def _avg_price(inst: render.InstrumentView, qty: int, cost: int) -> str | None:
+    """Average entry price = cost / (qty x money per tick-lot), a decimal string like every other price,
+    to 1e-8 (rounded half-even there: an average need not sit on the tick grid)."""
     if not qty:
         return None
     numerator, decimals = inst.money_per_tick_lot_e()
-    return inst.price_float(cost * 10**decimals / (qty * numerator))
+    pm, pd = inst.price_grid
+    ticks = Decimal(cost * 10**decimals) / Decimal(qty * numerator)
+    return str((ticks * pm).scaleb(-pd).quantize(_EIGHT_PLACES, rounding=ROUND_HALF_EVEN))
 
 
+_EIGHT_PLACES = Decimal("1e-8")
 _POSITIONS = (
     "SELECT p.market, p.symbol, p.qty, p.cost, p.realized_pnl, p.fees, p.fills, p.last_fill_id, "
     "p.updated_ns, b.bid_price, b.ask_price, b.ts_ns, p.funding FROM positions p LEFT JOIN book_top_latest b "

@@ -108,6 +108,9 @@ def test_positions_and_pnl_come_from_running_totals(client: TestClient, seeded: 
         per_tick_lot = 10 if symbol == "BTCUSDT" else 100  # tick x step x 1e8 money units
         mark = bid if qty > 0 else ask  # a long closes at the bid, a short at the ask
         assert pos[symbol]["unrealized_pnl"] == money(qty * mark * per_tick_lot - cost)
+        if qty:  # a decimal string like every price: cost / base quantity, to 1e-8
+            average = (Decimal(cost) / 10**8 / (qty * step)).quantize(Decimal("1e-8"))
+            assert pos[symbol]["avg_price"] == str(average)
     pnl = client.get("/api/v1/pnl").json()
     last = raw(
         seeded,
