@@ -4,6 +4,9 @@ Design:
 - Feeds a recording through the same code as live: raw frame -> `FrameParser.parse_frame` ->
   `Engine.on_event`, snapshots through `parse_snapshot`, merged with the frames by `recv_ns`. Any number
   of symbols; spot and USD-M are told apart by each frame's content (the parser's inference).
+- Instruments: the recording's own `.exchangeinfo.json` (what `record` used) when it has one, else
+  `--exchange-info PATH`'s, on top of `DEFAULT_INSTRUMENTS` (the fallback for older recordings). Without
+  the right filters a symbol's frames are `unknown_symbol` and its book never syncs.
 - Deterministic: no wall clock reaches the engine; `--pace recorded` only waits between frames.
 - Streams from disk (constant memory). A bad frame costs one log line (the first `LOG_LIMIT` of them,
   then a count) and a counter; the replay keeps going.
@@ -37,7 +40,14 @@ import orjson
 from worker import shell
 from worker.app import PumpCounters, emit
 from worker.binance.parse import FrameParser, ParseError
-from worker.binance.recording import FrameReader, RecordedFrame, default_snapshots_path, merged
+from worker.binance.recording import (
+    FrameReader,
+    RecordedFrame,
+    default_exchange_info_path,
+    default_snapshots_path,
+    merged,
+    read_exchange_info,
+)
 from worker.broker import QUEUE_MODELS
 from worker.config import WorkerConfig
 from worker.config import add_arguments as add_config_arguments
@@ -181,6 +191,18 @@ class _Replay:
         return stats
 
 
+def recording_instruments(
+    frames_path: str | Path, exchange_info: str | Path | None = None
+) -> dict[tuple[Market, str], Instrument]:
+    """`DEFAULT_INSTRUMENTS` overlaid with `exchange_info` (default: the file `record` wrote beside
+    `frames_path`, when present). Raises `ConfigError` on an unreadable file."""
+    path = exchange_info if exchange_info is not None else default_exchange_info_path(frames_path)
+    instruments = dict(DEFAULT_INSTRUMENTS)
+    if path is not None:
+        instruments.update(read_exchange_info(path))
+    return instruments
+
+
 def replay(
     frames_path: str | Path,
     snapshots_path: str | Path | None = None,
@@ -193,8 +215,9 @@ def replay(
     tick_ns: int = 0,
 ) -> tuple[Engine, ReplayStats]:
     """Replay one recording into `engine` (a fresh market engine by default); no database.
-    `tick_ns` > 0 feeds `TimerTick`s as the live worker does (see `_Replay.steps`)."""
-    instruments = dict(instruments or DEFAULT_INSTRUMENTS)
+    `tick_ns` > 0 feeds `TimerTick`s as the live worker does (see `_Replay.steps`). `instruments`
+    default: `recording_instruments(frames_path)`."""
+    instruments = dict(instruments or recording_instruments(frames_path))
     engine = engine or Engine(instruments)
     run = _Replay(frames_path, snapshots_path, instruments, pace, engine, progress)
     for _, outputs in run.steps(tick_ns=tick_ns):
@@ -234,7 +257,7 @@ async def replay_async(
     every `tick_interval_s` boundary of the recording's time (samples, latency queues, calendar).
     """
     cfg = config or load_config(env={})
-    instruments = dict(instruments or DEFAULT_INSTRUMENTS)
+    instruments = dict(instruments or recording_instruments(frames_path))
     traded = _store_instruments(frames_path, instruments)  # one market per symbol: what the file holds
     engine = shell.make_engine(cfg, instruments, traded, schedule)
     counters = PumpCounters()
@@ -490,6 +513,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--snapshots", type=Path, default=None, help="snapshots JSONL (default: the one beside FILE)"
     )
+    parser.add_argument(
+        "--exchange-info",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="exchangeInfo filters of the recorded symbols (default: the .exchangeinfo.json beside FILE, "
+        "else the built-in BTCUSDT/ETHUSDT defaults)",
+    )
     parser.add_argument("--pace", choices=("recorded", "max"), default="max", help="default: max")
     parser.add_argument("--summary-json", type=Path, default=None, metavar="PATH")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
@@ -529,6 +560,7 @@ def _compare_fill_models(
     snapshots: Path | None,
     cfg: WorkerConfig,
     schedule: Sequence[ScheduledOrder] | None,
+    instruments: dict[tuple[Market, str], Instrument],
 ) -> dict[str, Any]:
     """The same replay under each queue model, without a database: what the fill model changes."""
     results = {}
@@ -536,7 +568,14 @@ def _compare_fill_models(
         variant = dataclasses.replace(cfg, broker=dataclasses.replace(cfg.broker, queue_model=model))
         tally_sink = _TallySink()
         outcome = asyncio.run(
-            replay_async(args.file, snapshots, config=variant, schedule=schedule, observers=[tally_sink])
+            replay_async(
+                args.file,
+                snapshots,
+                config=variant,
+                instruments=instruments,
+                schedule=schedule,
+                observers=[tally_sink],
+            )
         )
         results[model] = tally_sink.summary(outcome.engine)
     return results
@@ -575,8 +614,13 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if snapshots is None:
         log.warning("no snapshots file: books stay SYNCING (only message counts are meaningful)")
+    exchange_info = getattr(args, "exchange_info", None)
+    if exchange_info is not None and not Path(exchange_info).exists():
+        log.error("exchange info file %s does not exist", exchange_info)
+        return 2
     progress = sys.stderr.isatty() and not args.no_progress
     try:
+        instruments = recording_instruments(args.file, exchange_info)
         # The replay's configuration: its file and --set only; the live worker's environment stays out.
         cfg = load_config(args.config, env={}, sets=args.sets)
         schedule = read_schedule(args.orders) if args.orders is not None else None
@@ -589,6 +633,7 @@ def main(args: argparse.Namespace) -> int:
                 config=cfg,
                 db_path=None if args.no_db else args.db,
                 publish_socket=args.publish,
+                instruments=instruments,
                 pace=args.pace,
                 progress=progress,
                 schedule=schedule,
@@ -597,7 +642,9 @@ def main(args: argparse.Namespace) -> int:
         )
         engine, stats, store = outcome.engine, outcome.stats, outcome.store
         comparison = (
-            _compare_fill_models(args, snapshots, cfg, schedule) if args.compare_fill_models else None
+            _compare_fill_models(args, snapshots, cfg, schedule, instruments)
+            if args.compare_fill_models
+            else None
         )
     except (ConfigError, ScheduleError) as exc:
         log.error("%s", exc)

@@ -25,7 +25,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -204,10 +204,13 @@ class FakeBinance:
         weight_limit: int = 6000,
         weight_window_s: float = 60.0,
         book_ticker: bool = True,
+        instruments: Mapping[tuple[Market, str], Instrument] | None = None,
     ) -> None:
+        """`instruments`: symbols listed beside the defaults (exchangeInfo serves them all)."""
         self.rng = random.Random(seed)
+        self.instruments = {**DEFAULT_INSTRUMENTS, **(instruments or {})}
         self.books: dict[tuple[Market, str], FakeSymbol] = {
-            (Market(m), s): FakeSymbol(Market(m), s, DEFAULT_INSTRUMENTS[(Market(m), s)], self.rng)
+            (Market(m), s): FakeSymbol(Market(m), s, self.instruments[(Market(m), s)], self.rng)
             for m, s in symbols
         }
         self.interval = interval
@@ -512,7 +515,7 @@ class FakeBinance:
 
     def exchange_info(self, market: Market) -> dict[str, Any]:
         symbols = []
-        for (m, s), inst in DEFAULT_INSTRUMENTS.items():
+        for (m, s), inst in self.instruments.items():
             if m is not market:
                 continue
             notional = (
@@ -526,6 +529,7 @@ class FakeBinance:
                     "status": "TRADING",
                     "baseAsset": inst.base_asset,
                     "quoteAsset": inst.quote_asset,
+                    **({"contractType": "PERPETUAL"} if market is Market.USDM else {}),
                     "filters": [
                         {"filterType": "PRICE_FILTER", "tickSize": _text(inst.tick_size)},
                         {"filterType": "LOT_SIZE", "stepSize": _text(inst.step_size)},

@@ -4,6 +4,8 @@ Design and invariants:
 - Output is the format of `shared/data/binance/` (see `worker.binance.recording`): one gzip JSON-lines
   file of `{"recv_ns", "msg"}` with every text frame byte for byte, and a `.snapshots.jsonl` beside it.
   Streams: depth, trade and bookTicker (replay cross-checks the book against bookTicker).
+- The exchangeInfo entries the recording was made with go to `.exchangeinfo.json` beside it: a replay
+  of any symbol (not only the built-in defaults) uses the same tick/step/notional filters as live.
 - The recorder runs the SAME live source and Engine as `run`: a snapshot is fetched exactly when a book
   needs one (start, reconnect, gap), so a replay of the file can always resync where live did.
 - Frames are written before they are parsed: a malformed frame is kept as evidence.
@@ -22,7 +24,8 @@ from pathlib import Path
 
 from worker.app import App, endpoints_from
 from worker.binance.endpoints import USDM_DEPTH_SPEEDS, Endpoints
-from worker.binance.recording import FrameWriter, SnapshotWriter
+from worker.binance.parse import parse_exchange_info
+from worker.binance.recording import FrameWriter, SnapshotWriter, exchange_info_path, write_exchange_info
 from worker.binance.rest import BinanceRest, RestError
 from worker.binance.source import LiveSource
 from worker.engine import Engine
@@ -42,9 +45,14 @@ class FileRecorder:
         base = f"{market.value}_{'-'.join(s.lower() for s in symbols)}_{stamp}"
         self.frames_path = out_dir / f"{base}.ws.jsonl.gz"
         self.snapshots_path = out_dir / f"{base}.snapshots.jsonl"
+        self.exchange_info_path = exchange_info_path(self.frames_path)
         self.frames = FrameWriter(self.frames_path)
         self.snapshots = SnapshotWriter(self.snapshots_path)
         self.endpoints = endpoints
+
+    def exchange_info(self, market: Market, body: dict[str, object], symbols: list[str]) -> None:
+        request = self.endpoints.rest_base(market) + self.endpoints.exchange_info_path(market)
+        write_exchange_info(self.exchange_info_path, market, body, symbols, f"GET {request}")
 
     def frame(self, text: str | bytes, recv_ns: int) -> None:
         self.frames.write(recv_ns, text)
@@ -87,8 +95,10 @@ async def record(args: argparse.Namespace) -> dict[str, object]:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     rest = BinanceRest(market, endpoints)
     try:
-        instruments = await rest.instruments(symbols)
+        exchange_info = await rest.exchange_info(symbols)
+        instruments = parse_exchange_info(exchange_info, market, symbols)
         recorder = FileRecorder(args.out, market, symbols, endpoints, stamp)
+        recorder.exchange_info(market, exchange_info, symbols)
         engine = Engine(instruments)
         source = LiveSource(
             engine,
@@ -123,6 +133,7 @@ async def record(args: argparse.Namespace) -> dict[str, object]:
         summary: dict[str, object] = {
             "frames_file": str(recorder.frames_path),
             "snapshots_file": str(recorder.snapshots_path),
+            "exchange_info_file": str(recorder.exchange_info_path),
             "frames": recorder.frames.frames,
             "snapshots": recorder.snapshots.snapshots,
             **{k: v for k, v in source.stats().items() if isinstance(v, int)},

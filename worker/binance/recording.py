@@ -4,6 +4,9 @@ Format (kept byte-compatible with the reference data):
 - `*.ws.jsonl.gz`: gzip JSON lines `{"recv_ns":<int>,"msg":<frame>}`; `<frame>` is the WebSocket text
   frame inserted byte for byte (never re-serialised), so replay feeds the parser exactly what live did.
   Lines are in receive order; `recv_ns` never decreases.
+- `*.exchangeinfo.json` (written by `record` since it exists): exchangeInfo's entries of the recorded
+  symbols, so a replay knows their tick/step/notional filters (no REST in a replay); recordings without
+  it replay with `DEFAULT_INSTRUMENTS`.
 - `*.snapshots.jsonl`: plain JSON lines `{"recv_ns","symbol","request","msg"}`, `msg` the REST body as
   received. Our writer adds `"market"`; readers of older files infer it (a `fapi` request URL, or the
   `E`/`T` fields only USD-M snapshots carry).
@@ -22,14 +25,16 @@ from __future__ import annotations
 import gzip
 import heapq
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from worker.errors import ConfigError
 from worker.events import Market
+from worker.instruments import Instrument
 
 _PREFIX = b'{"recv_ns":'
 _MSG = b',"msg":'
@@ -170,15 +175,75 @@ def _recv_ns(item: RecordedFrame | RecordedSnapshot) -> int:
     return item.recv_ns
 
 
-def default_snapshots_path(frames_path: str | Path) -> Path | None:
-    """`X.ws.jsonl.gz` -> `X.snapshots.jsonl` when it exists beside it."""
+def _sibling(frames_path: str | Path, suffix: str) -> Path | None:
+    """`X.ws.jsonl.gz` -> `X<suffix>` (None when the name is not a recording's)."""
     path = Path(frames_path)
     name = path.name
-    for suffix in (".ws.jsonl.gz", ".ws.jsonl", ".jsonl.gz", ".jsonl"):
-        if name.endswith(suffix):
-            candidate = path.with_name(name[: -len(suffix)] + ".snapshots.jsonl")
-            return candidate if candidate.exists() else None
+    for ending in (".ws.jsonl.gz", ".ws.jsonl", ".jsonl.gz", ".jsonl"):
+        if name.endswith(ending):
+            return path.with_name(name[: -len(ending)] + suffix)
     return None
+
+
+def default_snapshots_path(frames_path: str | Path) -> Path | None:
+    """`X.ws.jsonl.gz` -> `X.snapshots.jsonl` when it exists beside it."""
+    candidate = _sibling(frames_path, ".snapshots.jsonl")
+    return candidate if candidate is not None and candidate.exists() else None
+
+
+def exchange_info_path(frames_path: str | Path) -> Path:
+    """Where `record` keeps the exchangeInfo filters it used: `X.exchangeinfo.json` beside `X.ws.jsonl.gz`."""
+    candidate = _sibling(frames_path, ".exchangeinfo.json")
+    return candidate if candidate is not None else Path(f"{frames_path}.exchangeinfo.json")
+
+
+def default_exchange_info_path(frames_path: str | Path) -> Path | None:
+    """The exchangeInfo file beside a recording, when there is one (older recordings have none)."""
+    candidate = exchange_info_path(frames_path)
+    return candidate if candidate.exists() else None
+
+
+def write_exchange_info(
+    path: str | Path, market: Market, body: dict[str, Any], symbols: Iterable[str], request: str | None = None
+) -> int:
+    """Keep exchangeInfo's entries of `symbols` (filters exactly as Binance sent them) for the replay.
+
+    Only the recorded symbols' entries: USD-M's exchangeInfo lists every contract (~1 MB). Returns how
+    many entries were written.
+    """
+    wanted = {s.upper() for s in symbols}
+    entries = [e for e in body.get("symbols", []) if str(e.get("symbol", "")).upper() in wanted]
+    data = {"market": Market(market).value, "request": request, "symbols": entries}
+    Path(path).write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    return len(entries)
+
+
+def read_exchange_info(path: str | Path) -> dict[tuple[Market, str], Instrument]:
+    """Instruments from a `.exchangeinfo.json` (ours, or a raw exchangeInfo body). Raises `ConfigError`.
+
+    The market is the file's `"market"`; a raw body has none, so USD-M is recognised by the
+    `contractType` its entries carry.
+    """
+    from worker.binance.parse import parse_exchange_info  # the parser owns Binance's filter JSON
+
+    try:
+        body = orjson.loads(Path(path).read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"exchange info {path}", f"valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"exchange info {path}", f"a readable file ({exc.strerror})") from None
+    if type(body) is not dict:
+        raise ConfigError(f"exchange info {path}", "a JSON object with a symbols list")
+    market = body.get("market")
+    if market is None:
+        usdm = any("contractType" in e for e in body.get("symbols", []) if isinstance(e, dict))
+        market = Market.USDM.value if usdm else Market.SPOT.value
+    try:
+        return parse_exchange_info(body, Market(market))
+    except (ValueError, AttributeError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"exchange info {path}", f"exchangeInfo symbols ({exc})") from None
 
 
 def _frame_bytes(frame: str | bytes) -> bytes:
