@@ -24,8 +24,10 @@ Design and invariants:
   `python -m worker risk reset`) or by the configured cool-down, each with a record; never silently.
   A reset re-anchors peak and day-opening equity at the current equity (the loss is acknowledged).
 - External gates: PAUSED(reason) (e.g. `shabbat`, set by the calendar: nothing passes, and the denial
-  carries that reason) and `storage_lag`
-  (the store is behind: only reducing orders pass). Effective state: HALTED > PAUSED > REDUCING > ACTIVE.
+  carries that reason), a lead gate (`set_lead("shabbat_lead")`: the minutes before a pause, only
+  exposure-reducing orders pass, so nothing new is opened or left resting into the window; the state
+  reads REDUCING with that reason) and `storage_lag` (the store is behind: only reducing orders pass).
+  Effective state: HALTED > PAUSED > REDUCING (breaker or lead) > ACTIVE.
 - State (breakers, trip reasons, peak, day anchor, pause, rate windows) exports to a JSON-able dict and
   restores from it (or from the store's `breakers` rows), so a trip survives a restart.
 - Every decision (`RiskDecisionEvent`) and every change (`TradingStateChanged`, `BreakerChanged`) is
@@ -427,6 +429,7 @@ class RiskEngine:
         self.outbox: list[RiskRecord] = []
         self.breakers: dict[str, _Breaker] = {}
         self.paused: str | None = None
+        self.lead: str | None = None  # a pause is near: only reducing orders pass, with this reason
         self.storage_lag = False
         self.peak: int | None = None  # equity peak since the last reset (breaker anchor)
         self.day: int | None = None
@@ -465,6 +468,8 @@ class RiskEngine:
         if state is TradingState.PAUSED:
             return self.paused or ""
         tripped = [f"{n}:{b.reason}" for n, b in sorted(self.breakers.items()) if b.level is state]
+        if state is TradingState.REDUCING and self.lead is not None:
+            tripped.append(self.lead)
         return ",".join(tripped)
 
     def _recompute(
@@ -472,6 +477,8 @@ class RiskEngine:
     ) -> None:
         lvl = self.level
         new = lvl if lvl is TradingState.HALTED or self.paused is None else TradingState.PAUSED
+        if new is TradingState.ACTIVE and self.lead is not None:
+            new = TradingState.REDUCING
         if new is not self._state:
             prev = self._state
             self._state = new
@@ -604,6 +611,15 @@ class RiskEngine:
         self.paused = None
         self._recompute(ts_ns, reason, source)
 
+    def set_lead(self, reason: str, ts_ns: int, source: str = "calendar") -> None:
+        """A pause is near: from now on only exposure-reducing orders pass, denied ones carry `reason`."""
+        self.lead = reason
+        self._recompute(ts_ns, reason, source)
+
+    def clear_lead(self, ts_ns: int, reason: str = "resume", source: str = "calendar") -> None:
+        self.lead = None
+        self._recompute(ts_ns, reason, source)
+
     def set_storage_lag(self, lagging: bool, ts_ns: int, detail: Mapping[str, Any] | None = None) -> None:
         """While set, only orders that reduce exposure pass (reason `storage_lag`)."""
         if lagging == self.storage_lag:
@@ -630,6 +646,7 @@ class RiskEngine:
                 for n, b in sorted(self.breakers.items())
             },
             "paused": self.paused,
+            "lead": self.lead,
             "peak": self.peak,
             "day": self.day,
             "day_open_equity": self.day_open_equity,
@@ -653,6 +670,7 @@ class RiskEngine:
         }
         self._refresh_level()
         self.paused = state.get("paused")
+        self.lead = state.get("lead")
         self.peak = state.get("peak")
         self.day = state.get("day")
         self.day_open_equity = state.get("day_open_equity")
@@ -793,7 +811,8 @@ class RiskEngine:
         allowed, reason = qty, OK
         # Gates that let only reducing orders through.
         if state is TradingState.REDUCING and reducible < allowed:
-            allowed, reason = reducible, REDUCING
+            lead_only = self._level is not TradingState.REDUCING and self.lead is not None
+            allowed, reason = reducible, self.lead if lead_only else REDUCING
         if intent.reduce_only and reducible < allowed:
             allowed, reason = reducible, REDUCE_ONLY
         if self.storage_lag and reducible < allowed:

@@ -27,7 +27,7 @@ Design and invariants:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -45,6 +45,7 @@ from worker.strategy import Signal, SignalKind, Strategy, StrategyConfig
 
 NS = 1_000_000_000
 SHABBAT = "shabbat"
+SHABBAT_LEAD = "shabbat_lead"  # the minutes before a window: only exposure-reducing orders pass
 ORDER_STYLES = ("taker", "maker")
 
 
@@ -521,6 +522,7 @@ class Trader:
                 self._pause(ts_ns, change.window, out)
             else:
                 self.risk.clear_pause(ts_ns, "havdalah")
+                self.risk.clear_lead(ts_ns, "havdalah")
                 self._paused_until = None
                 out.append(PauseChange(ts_ns, False, _holy_days(change.window), None))
                 out.extend(self.risk.drain())
@@ -539,17 +541,37 @@ class Trader:
         if self._prepared_for != start:  # no lead time (started late): cancel and flatten first
             self._prepared_for = start
             self._prepare_for_pause(ts_ns, out)
+        else:  # what the lead time left: anything still resting, and (flatten) what is still open
+            self._cancel_resting(ts_ns, out)
+            if self.config.flatten_before_pause:
+                self._flatten_open(ts_ns, out)
         self.risk.set_pause(SHABBAT, ts_ns)
         self._paused_until = window.end_ns if window is not None else None
         out.append(PauseChange(ts_ns, True, _holy_days(window), self._paused_until))
         out.extend(self.risk.drain())
 
     def _prepare_for_pause(self, ts_ns: int, out: list) -> None:
+        """From `pause_lead_s` before a window: only reducing orders pass (risk's lead gate), resting
+        orders are cancelled and, in flatten mode, positions are closed."""
+        self.risk.set_lead(SHABBAT_LEAD, ts_ns)
+        out.extend(self.risk.drain())
+        self._cancel_resting(ts_ns, out)
+        if self.config.flatten_before_pause:
+            self._flatten_open(ts_ns, out)
+
+    def _cancel_resting(self, ts_ns: int, out: list) -> None:
         for order in self.broker.open_orders():
             self._absorb(self.broker.cancel(order.order_id, ts_ns, SHABBAT), ts_ns, out)
-        if self.config.flatten_before_pause:
-            for intent in self.risk.flatten_intents(self.portfolio, ts_ns):
-                self._send(intent, None, out)
+
+    def _flatten_open(self, ts_ns: int, out: list) -> None:
+        """Reduce-only market orders for what open positions are not already being closed by."""
+        portfolio = self.portfolio
+        for intent in self.risk.flatten_intents(portfolio, ts_ns):
+            sym = intent.symbol
+            sell = intent.side is Side.SELL
+            qty = intent.qty - (portfolio.open_sell_qty(sym) if sell else portfolio.open_buy_qty(sym))
+            if qty > 0:
+                self._send(replace(intent, qty=qty), None, out)
 
     def _sample(self, ts_ns: int, out: list) -> None:
         interval = self.config.sample_interval_s * NS
