@@ -217,6 +217,7 @@ class Worker:
         self.health_server: HealthServer | None = None
         self.heartbeat: Heartbeat | None = None
         self.gate: StorageLagGate | None = None
+        self.risk_sink: shell.RiskStateSink | None = None
         self.notes: TradingNotes | None = None
         self.app: App | None = None
         self.instruments: dict[tuple[Market, str], Instrument] = {}
@@ -251,7 +252,8 @@ class Worker:
         self.adapter.markets = {i.symbol: i.market.value for i in self.instruments.values()}
         engine = self.engine = shell.make_engine(cfg, self.instruments)
         self.writer, self.state = await shell.open_store(cfg, self.instruments, "live")
-        sinks: list[Sink] = [self.tracker, StoreSink(self.writer, self.adapter)]
+        self.risk_sink = shell.RiskStateSink(engine, self.writer.submit)
+        sinks: list[Sink] = [self.tracker, StoreSink(self.writer, self.adapter), self.risk_sink]
         if cfg.publish.socket_path:
             self.publisher = Publisher(
                 cfg.publish.socket_path,
@@ -373,6 +375,8 @@ class Worker:
                     continue
                 self._applied_actions.add(action.action_id)
                 self.emit([*outputs, OperatorActionApplied(action.action_id, ts)])
+                if self.risk_sink is not None:
+                    self.risk_sink.save(ts)  # a reset re-anchors peak and day even when nothing was tripped
                 log.info("operator action applied", extra={"action": action.action, "by": action.operator})
             await asyncio.sleep(1.0)  # polling period, not synchronization
 
@@ -447,6 +451,9 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await part.close()
         if self.writer is not None:
+            if self.risk_sink is not None:
+                with contextlib.suppress(Exception):
+                    self.risk_sink.save()  # the peak and day anchor as of the stop
             uptime = time.monotonic() - self.started_mono
             self.writer.submit(
                 SystemEvent(

@@ -8,7 +8,11 @@ Design and invariants:
   version, config digest, canonical config JSON) and returns the writer and the `RecoveredState`.
 - `restore(engine, state, ts_ns, submit)`: open orders left by the previous run are cancelled with reason
   `restart` (never assumed filled) and written; then `engine.restore(...)` rebuilds portfolio, P&L,
-  breakers and id counters from the persisted fills and breakers. Its outputs go to `submit`.
+  breakers and id counters from the persisted fills and breakers; then the persisted risk state
+  (`risk_state`: peak since the last reset, day anchor, order-count windows) replaces the breaker rows and
+  the all-time peak, which remain the fallback for a file without one. Its outputs go to `submit`.
+- `RiskStateSink` keeps that risk state in the file: written on every breaker / state change, risk
+  decision and equity sample when it changed, and once more at shutdown.
 - `StorageLagGate.check(ts_ns)`: when `writer.is_lagging` flips, `engine.set_storage_lag(lagging, ts_ns)`
   so the risk engine opens no positions (reason `storage_lag`) until the writer catches up; each flip is
   also a `storage_lag` system event.
@@ -27,10 +31,11 @@ from typing import Any
 from worker.calendar import CalendarClock
 from worker.config import WorkerConfig
 from worker.engine import Engine
+from worker.errors import ConfigError
 from worker.events import Market
 from worker.instruments import Instrument
 from worker.store import db, recovery
-from worker.store.records import SystemEvent
+from worker.store.records import RiskState, SystemEvent
 from worker.store.writer import RunInfo, StoreWriter
 from worker.trader import ScheduledOrder, Trader
 
@@ -148,18 +153,87 @@ def restore(
             conn.close()
         if fills or funding:
             log.info("portfolio rebuilt from fills", extra={"fills": len(fills), "funding": len(funding)})
+        saved = state.risk_state
         outputs = engine.restore(
             fills,
             funding=funding,
             last_order_id=state.max_order_id,
             last_fill_id=state.max_fill_id,
-            breakers=state.breakers.values(),
+            breakers=() if saved else state.breakers.values(),
             equity_peak=state.equity_peak,
             ts_ns=ts_ns,
         )
+        if saved:
+            outputs.extend(restore_risk_state(engine.trader.risk, saved, state, ts_ns))
     if outputs:
         submit(outputs)
     return outputs
+
+
+def restore_risk_state(
+    risk: Any, saved: Mapping[str, Any], state: recovery.RecoveredState, ts_ns: int
+) -> list[Any]:
+    """Load the persisted `RiskEngine.export_state()`: breakers, the drawdown peak since the last reset or
+    cool-down, the UTC day's opening equity and Binance's order-count windows all carry over.
+
+    The pause is not restored: the calendar re-derives it from the time of the first event (a Shabbat that
+    ended while the worker was down must not keep it paused). A state this code cannot read falls back to
+    the persisted breaker rows with the all-time equity peak, and says so."""
+    try:
+        risk.restore_state({**saved, "paused": None}, ts_ns)
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        log.error("persisted risk state unreadable (%s): breakers restored from their rows", exc)
+        risk.restore_breakers(state.breakers.values(), ts_ns, state.equity_peak)
+    log.info(
+        "risk state restored",
+        extra={"state": risk.state.value, "peak": risk.peak, "day_open_equity": risk.day_open_equity},
+    )
+    return list(risk.drain())
+
+
+class RiskStateSink:
+    """`(event, outputs) -> None`: persist the risk engine's state whenever it may have changed.
+
+    Triggers: a breaker or trading-state change, a risk decision (the order-count windows) and every
+    equity sample (the peak and the day anchor move with equity); the state is exported only then and
+    submitted only when it differs from the last one written, so the hot path pays one dict lookup per
+    output. `save()` writes it unconditionally-if-changed (operator actions, shutdown)."""
+
+    TRIGGERS = frozenset({"BreakerChanged", "TradingStateChanged", "RiskDecisionEvent", "EquitySample"})
+
+    def __init__(self, engine: Any, submit: Callable[[Any], Any]) -> None:
+        trader = getattr(engine, "trader", None)
+        self.risk = None if trader is None else trader.risk
+        self.engine = engine
+        self.submit = submit
+        self.saves = 0
+        self._last: dict[str, Any] | None = None
+        self._is_trigger: dict[type, bool] = {}
+
+    def __call__(self, event: Any, outputs: list[Any]) -> None:
+        if self.risk is None:
+            return
+        hits = self._is_trigger
+        for out in outputs:
+            kind = type(out)
+            hit = hits.get(kind)
+            if hit is None:
+                hit = hits[kind] = kind.__name__ in self.TRIGGERS
+            if hit:
+                self.save(getattr(out, "ts_ns", None))
+                return
+
+    def save(self, ts_ns: int | None = None) -> bool:
+        if self.risk is None:
+            return False
+        state = self.risk.export_state()
+        if state == self._last:
+            return False
+        self._last = state
+        ts = ts_ns if ts_ns is not None else int(getattr(self.engine, "last_recv_ns", 0) or 0)
+        self.submit(RiskState(ts, state))
+        self.saves += 1
+        return True
 
 
 def apply_operator_action(engine: Engine, action: recovery.OperatorAction, ts_ns: int) -> list[Any] | None:

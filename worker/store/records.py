@@ -169,6 +169,15 @@ class OperatorActionApplied:
     ts_ns: int
 
 
+@dataclass(frozen=True, slots=True)
+class RiskState:
+    """The risk engine's whole state (`RiskEngine.export_state()`) at engine time `ts_ns`; one row, replaced
+    on every change, read back on restart (peak since the last reset, day anchor, order-count windows)."""
+
+    ts_ns: int
+    state: Mapping[str, Any]
+
+
 SAMPLE_TYPES: tuple[type, ...] = (EquitySample, BookTop, Heartbeat)
 SAMPLE_KINDS = frozenset({"equity", "book_top", "heartbeat"})
 _KINDS: dict[type, str] = {}
@@ -199,6 +208,8 @@ def _classify(r: Any) -> str:
         return "order_update"
     if isinstance(r, OperatorActionApplied):
         return "action"
+    if isinstance(r, RiskState):
+        return "risk_state"
     if isinstance(r, PositionSnapshot):
         return "snapshot"
     if has("equity", "cash", "exposure", "ts_ns"):

@@ -8,7 +8,9 @@ Design and invariants:
 - Open orders (Pending / PartiallyFilled) come back as `worker.orders.Order` values; the worker must
   re-evaluate or cancel them with reason `restart`, never assume them filled.
 - Breaker state comes back exactly as persisted: a tripped breaker stays tripped across restarts until an
-  operator reset (`operator_actions`) is applied.
+  operator reset (`operator_actions`) is applied. The risk engine's whole state (`risk_state`: drawdown
+  peak since the last reset, the UTC day's opening equity, order-count windows) comes back with it;
+  `equity_peak` (the all-time high of the equity bars) is only the fallback for a file without one.
 - Verification reads only; it never writes to the file it checks.
 """
 
@@ -88,6 +90,7 @@ class RecoveredState:
     previous_run: dict[str, Any] | None = None  # the last run before this one; stop_reason None = crashed
     realized_pnl: int = 0
     fees: int = 0
+    risk_state: dict[str, Any] | None = None  # RiskEngine.export_state() as last persisted (None: never)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -261,6 +264,7 @@ def load_state(conn: sqlite3.Connection) -> RecoveredState:
         scalar("SELECT max(last_event_ns) FROM runs"),
     )
     peak = conn.execute("SELECT max(high) FROM equity_bars WHERE resolution_s = 3600").fetchone()[0]
+    risk_row = conn.execute("SELECT state_json FROM risk_state WHERE id = 1").fetchone()
     run = conn.execute(
         "SELECT run_id, mode, code_version, config_digest, started_wall_ns, ended_wall_ns, stop_reason, "
         "last_event_ns FROM runs ORDER BY run_id DESC LIMIT 1"
@@ -287,6 +291,7 @@ def load_state(conn: sqlite3.Connection) -> RecoveredState:
         previous_run=previous,
         realized_pnl=sum(p.realized_pnl for p in positions.values()),
         fees=sum(p.fees for p in positions.values()),
+        risk_state=orjson.loads(risk_row[0]) if risk_row else None,
     )
 
 

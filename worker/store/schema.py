@@ -32,7 +32,8 @@ Reader recipes (all index-backed; none scans history):
 - status: `heartbeat` (wall_ns freshness, trading_state, sync_json, writer lag), `event_counts` (gaps,
   resyncs, reconnects), `book_top_latest` (last prices), `breakers`, last `trading_state_events` row.
 - risk events: `risk_decisions` WHERE verdict != 'approved' (partial index), `breaker_events`,
-  `trading_state_events`. Stats: `totals_symbol`, `totals_hourly`, `totals_markouts`, equity bars.
+  `trading_state_events`; the risk engine's current anchors (peak, day-open equity): `risk_state`.
+  Stats: `totals_symbol`, `totals_hourly`, `totals_markouts`, equity bars.
 - money to decimal: `value / meta.money_scale`; price: `ticks * instruments.tick_size`; qty: `lots *
   instruments.step_size` (use Decimal, not float, for display of exact values).
 """
@@ -630,7 +631,22 @@ BEGIN
 END;
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1 + _V1_TRIGGERS),)
+# v2: the risk engine's full state (`RiskEngine.export_state()`: breakers, the drawdown peak since the last
+# reset or cool-down, the UTC day's opening equity, Binance's order-count windows), so a restart resumes
+# exactly where the previous run stood instead of re-deriving a peak from the all-time equity bars.
+_V2 = """
+CREATE TABLE risk_state (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    ts_ns         INTEGER NOT NULL,          -- engine time of the state
+    run_id        INTEGER,
+    state_json    TEXT NOT NULL              -- RiskEngine.export_state(), canonical JSON
+) STRICT;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1 + _V1_TRIGGERS),
+    Migration(2, "risk engine state", _V2),
+)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -6,9 +6,10 @@ Design and invariants:
   (`BEGIN IMMEDIATE` ... `COMMIT`) and goes back to waiting; a record is committed within ~100 ms of
   its submission unless the disk itself is slower (then `lag_seconds()` says so).
 - Never dropped: orders, order changes, fills, markouts, signals, risk decisions, breaker and trading-state
-  changes, system events. Their queue has no hard limit; past `critical_soft_limit` records, or when the
-  oldest unwritten record is older than `max_lag_s`, `is_lagging` turns True and the risk engine must stop
-  opening positions (reason `storage_lag`) until it is False again.
+  changes, the risk engine's state (`records.RiskState`, one row replaced), system events. Their queue
+  has no hard limit; past `critical_soft_limit` records, or when the oldest unwritten record is older
+  than `max_lag_s`, `is_lagging` turns True and the risk engine must stop opening positions (reason
+  `storage_lag`) until it is False again.
 - Droppable: equity samples, book-top samples and heartbeats live in a bounded queue; when it is full the
   oldest is dropped and counted (`stats.samples_dropped`).
 - Rollups and running totals are maintained by triggers (schema.py) inside the same transaction as the
@@ -174,6 +175,12 @@ _UPSERT_HEARTBEAT = (
     "sync_json = excluded.sync_json, writer_lag_ms = excluded.writer_lag_ms, "
     "queue_depth = excluded.queue_depth, rows_written = excluded.rows_written, "
     "samples_dropped = excluded.samples_dropped, detail_json = excluded.detail_json"
+)
+
+_UPSERT_RISK_STATE = (
+    "INSERT INTO risk_state (id, ts_ns, run_id, state_json) VALUES (1,?,?,?) "
+    "ON CONFLICT (id) DO UPDATE SET ts_ns = excluded.ts_ns, run_id = excluded.run_id, "
+    "state_json = excluded.state_json"
 )
 
 Statement = tuple[str, tuple]
@@ -666,6 +673,8 @@ class StoreWriter:
                 record.last_fill_id,
             )
             return [(_INSERT_SNAPSHOT, row)]
+        if kind == "risk_state":
+            return [(_UPSERT_RISK_STATE, (record.ts_ns, self.run_id, records.dumps(record.state)))]
         if kind == "action":
             return [(_APPLY_ACTION, (time.time_ns(), self.run_id, record.ts_ns, record.action_id))]
         if kind == "funding":
