@@ -18,13 +18,18 @@
    the file; per-thread connection revalidated against the file), with the cache off (every request
    queries SQLite), and with the settings it uses over a Litestream follow copy on Fly (a fresh
    connection per request, cache on), so every cost is visible.
-4. Prints requests/s, p50/p95/p99 and errors per run and per request name.
+4. During every API run a worker stand-in writes through `StoreWriter` once a second (an equity
+   sample, a heartbeat, a book top per symbol), as the live worker does (`--no-live-writes` turns it
+   off): each commit changes the file, so the response cache is invalidated every second and the
+   figures are those of a database that is being written, not of a frozen one.
+5. Prints requests/s, p50/p95/p99 and errors per run and per request name.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import os
 import signal
@@ -159,6 +164,43 @@ def server_quantiles(port: int) -> str:
     return ", ".join(out) + f" ({int(total)} requests)"
 
 
+async def write_live(db: Path) -> None:
+    """What the worker writes every second, through the store's own writer, until SIGTERM."""
+    from worker.instruments import DEFAULT_INSTRUMENTS
+    from worker.store import records
+    from worker.store.writer import RunInfo, StoreWriter
+
+    symbols = [i for (m, _), i in DEFAULT_INSTRUMENTS.items() if m.value == "spot"]
+    writer = StoreWriter(db, symbols, RunInfo("test", "api_load live writes", "0" * 64))
+    await writer.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    equity = 10_000 * 10**8
+    try:
+        while not stop.is_set():
+            now = time.time_ns()
+            equity += (now // 10**9 % 7 - 3) * 10**6
+            batch: list[object] = [records.EquitySample(now, equity, equity, 0, 0, 0, 0)]
+            batch += [
+                records.BookTop(now, "spot", i.symbol, 6_000_000, 100, 6_000_001, 100, 6_000_000.5, 0.0)
+                for i in symbols
+            ]
+            sync = {f"spot:{i.symbol}": "live" for i in symbols}
+            batch.append(records.Heartbeat(now, "ACTIVE", "trading", sync))
+            writer.submit_many(batch)
+            await writer.flush()
+            with contextlib.suppress(TimeoutError):  # once a second until told to stop
+                await asyncio.wait_for(stop.wait(), max(0.0, 1 - (time.time_ns() - now) / 1e9))
+    finally:
+        await writer.close("api_load done")
+
+
+def start_live_writes(db: Path) -> subprocess.Popen:
+    """The worker stand-in, on the client core (1): on Fly the worker is another machine."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--write-live", str(db)]
+    return subprocess.Popen(["taskset", "-c", "1", *cmd], start_new_session=True)
+
+
 def warm(db: Path) -> None:
     """Read the file once so every run starts with it in the page cache (as a serving machine would)."""
     with open(db, "rb") as fh:
@@ -169,6 +211,10 @@ def warm(db: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve-trivial", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--write-live", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-live-writes", action="store_true", help="measure a database nobody writes (not like Fly)"
+    )
     parser.add_argument("--db", default=str(Path(tempfile.gettempdir()) / "qf_api_load.db"))
     parser.add_argument("--reuse", action="store_true", help="use --db as is when it exists")
     parser.add_argument("--days", type=float, default=30)
@@ -179,6 +225,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.serve_trivial:
         serve_trivial(args.serve_trivial)
+        return 0
+    if args.write_live:
+        asyncio.run(write_live(args.write_live))
         return 0
 
     db = Path(args.db)
@@ -211,12 +260,15 @@ def main() -> int:
     for title, kind, profile, users, rate, cache, fresh in runs:
         port = free_port()
         server = start_server(kind, db, port, cache, fresh)
+        writes = start_live_writes(db) if kind == "api" and not args.no_live_writes else None
         try:
             results[title] = report(title, run_locust(port, profile, users, args.duration, rate, out))
             if kind == "api":
                 server_side[title] = server_quantiles(port)
                 print("server-side (Prometheus histogram, upper bucket bounds): " + server_side[title])
         finally:
+            if writes is not None:
+                stop_server(writes)
             stop_server(server)
     print(f"\nlocust CSVs in {out}")
     print("\n== summary (" + TARGETS + ")")
