@@ -10,7 +10,12 @@ Design and invariants:
   computed only then, and cached by the book); `SyncChange` when a symbol goes LIVE or back to SYNCING.
   Nothing is emitted from a SYNCING book.
 - `FeedStatus` DISCONNECTED / STALE from the source resyncs that symbol (its diff chain is broken);
-  CONNECTED changes nothing (new diffs buffer and ask for a snapshot).
+  so does MALFORMED (the source dropped a depth frame of that symbol it could not parse: the book would
+  otherwise stay LIVE without that diff until the next one revealed the gap). CONNECTED changes nothing
+  (new diffs buffer and ask for a snapshot).
+- Bad input the books refuse without an output (a snapshot that does not reach the buffered diffs, a
+  crossed snapshot, the SYNCING buffer overflowing) is counted by the book and queued as a `BookNotice`
+  in `notices` (bounded): the core cannot log, so the shell drains `take_notices()` and logs each once.
 - bookTicker cross-check: after each applied diff (update id `u`) the book's top is compared with the
   latest bookTicker whose `u' <= u` (bookTicker reports every top change, so the top cannot have moved
   between `u'` and `u`). A check waits until a bookTicker with `u' >= u` proves no later one can still
@@ -28,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from worker.book import DEFAULT_DEPTH, DEFAULT_MAX_BUFFER, DiffResult, SymbolBook, SyncState
+from worker.book import DEFAULT_DEPTH, DEFAULT_MAX_BUFFER, DiffResult, SnapshotResult, SymbolBook, SyncState
 from worker.events import (
     BookTicker,
     DepthDiff,
@@ -87,6 +92,21 @@ class SyncChange:
 Output = BookTop | SyncChange
 
 
+@dataclass(frozen=True, slots=True)
+class BookNotice:
+    """Bad input a book refused or lost data to, for the shell to log (kind: `stale_snapshot`,
+    `invalid_snapshot`, `buffer_overflow`). Not an output: nothing downstream acts on it."""
+
+    symbol: str
+    market: Market
+    kind: str
+    detail: str
+    recv_ns: int
+
+
+_NOTICES = 256  # undrained notices kept (tests and benchmarks never drain them)
+
+
 def _ticker_id(ticker: BookTicker) -> int:
     return ticker.update_id
 
@@ -108,8 +128,10 @@ class _Symbol:
         "mark_prices",
         "market",
         "mismatch_log",
+        "overflow_noticed",
         "pending_checks",
         "recent_diffs",
+        "stale_seen",
         "suspects",
         "symbol",
         "ticker_history",
@@ -138,6 +160,8 @@ class _Symbol:
         self.recent_diffs: deque[DepthDiff] = deque(maxlen=_RECENT_DIFFS)
         self.suspects: list[tuple[int, str, int]] = []  # (update id, side, price) awaiting the next diff
         self.mismatch_log: deque[dict[str, Any]] = deque(maxlen=_MISMATCH_LOG)
+        self.stale_seen = 0  # the book's stale_snapshots already noticed
+        self.overflow_noticed = False  # one buffer_overflow notice per SYNCING episode
 
 
 class Engine:
@@ -164,6 +188,7 @@ class Engine:
         self._symbols: dict[Market, dict[str, _Symbol]] = {Market.SPOT: {}, Market.USDM: {}}
         self.events = 0
         self.unknown_symbol_events = 0
+        self.notices: deque[BookNotice] = deque(maxlen=_NOTICES)
         self.first_recv_ns: int | None = None
         self.last_recv_ns = 0
 
@@ -200,6 +225,12 @@ class Engine:
         book = self.symbol_book(market, symbol)
         if book is not None:
             book.snapshot_failed()
+
+    def take_notices(self) -> list[BookNotice]:
+        """The queued `BookNotice`s, oldest first; the queue is empty afterwards."""
+        notices = list(self.notices)
+        self.notices.clear()
+        return notices
 
     def resync(self, market: Market, symbol: str, reason: str, recv_ns: int) -> list[Output]:
         state = self._symbols[Market(market)].get(symbol.upper())
@@ -273,8 +304,11 @@ class Engine:
         if kind is DepthSnapshot:
             return self._on_snapshot(event)  # type: ignore[arg-type]
         if kind is FeedStatus:
-            if event.state is not FeedState.CONNECTED:  # type: ignore[union-attr]
-                return self.resync(event.market, event.symbol, f"feed {event.state}", recv_ns)  # type: ignore[union-attr]
+            state = event.state  # type: ignore[union-attr]
+            if state is FeedState.MALFORMED:
+                return self.resync(event.market, event.symbol, "malformed depth frame", recv_ns)  # type: ignore[union-attr]
+            if state is not FeedState.CONNECTED:
+                return self.resync(event.market, event.symbol, f"feed {state}", recv_ns)  # type: ignore[union-attr]
             return []
         if kind is TimerTick:
             return []
@@ -299,7 +333,29 @@ class Engine:
             return out
         if result is DiffResult.GAP or result is DiffResult.CROSSED:
             return self._went_syncing(state, result.value, diff.recv_ns) if was_live else []
+        if result is DiffResult.BUFFERED:  # SYNCING only: never on the LIVE hot path
+            if book.buffer_overflows and not state.overflow_noticed:
+                state.overflow_noticed = True
+                self._notice(
+                    state,
+                    "buffer_overflow",
+                    f"{book.buffer_overflows} diff(s) dropped from the SYNCING buffer (max "
+                    f"{self.max_buffer}) while waiting for a snapshot",
+                    diff.recv_ns,
+                )
+            if book.stale_snapshots != state.stale_seen:
+                state.stale_seen = book.stale_snapshots
+                self._notice(
+                    state,
+                    "stale_snapshot",
+                    f"the held snapshot does not reach diff U={diff.first_id} (pu={diff.prev_final_id}); "
+                    "refetching",
+                    diff.recv_ns,
+                )
         return []
+
+    def _notice(self, state: _Symbol, kind: str, detail: str, recv_ns: int) -> None:
+        self.notices.append(BookNotice(state.symbol, state.market, kind, detail, recv_ns))
 
     def _on_snapshot(self, snap: DepthSnapshot) -> list[Output]:
         state = self._symbol(snap.market, snap.symbol)
@@ -310,7 +366,22 @@ class Engine:
             state.first_ns = snap.recv_ns
         book = state.book
         was_live = book.state is SyncState.LIVE
-        book.on_snapshot(snap)
+        result = book.on_snapshot(snap)
+        if result is SnapshotResult.STALE:
+            state.stale_seen = book.stale_snapshots
+            self._notice(
+                state,
+                "stale_snapshot",
+                f"snapshot lastUpdateId={snap.last_update_id} does not cover the buffered diffs; refetching",
+                snap.recv_ns,
+            )
+        elif result is SnapshotResult.INVALID:
+            self._notice(
+                state,
+                "invalid_snapshot",
+                f"snapshot lastUpdateId={snap.last_update_id} is crossed (best bid >= best ask); refetching",
+                snap.recv_ns,
+            )
         if book.state is SyncState.LIVE and not was_live:
             self._applied = state
             out: list[Output] = [self._went_live(state, snap.recv_ns)]
@@ -350,6 +421,7 @@ class Engine:
 
     def _went_live(self, state: _Symbol, recv_ns: int) -> SyncChange:
         state.live_since = recv_ns
+        state.overflow_noticed = False
         state.top_version = -1
         state.last_top = None
         return SyncChange(state.symbol, state.market, SyncState.LIVE, "synced", recv_ns)
@@ -495,6 +567,7 @@ class Engine:
                 "resyncs",
                 "crossed",
                 "stale_snapshots",
+                "invalid_snapshots",
                 "ignored_old",
                 "dropped_before_sync",
                 "buffer_overflows",

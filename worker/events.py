@@ -114,6 +114,7 @@ class FeedState(StrEnum):
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     STALE = "stale"
+    MALFORMED = "malformed"  # the source dropped an unparseable depth frame of this symbol: resync it
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ from worker.config import add_arguments as add_config_arguments
 from worker.config import load as load_config
 from worker.engine import Engine, Output
 from worker.errors import ConfigError
-from worker.events import Event, Market, TimerTick
+from worker.events import Event, FeedState, FeedStatus, Market, TimerTick
 from worker.instruments import DEFAULT_INSTRUMENTS, Instrument
 from worker.publish import FeedSink, Publisher
 from worker.schedule import ScheduleError, ScheduleResults, read_schedule
@@ -86,6 +86,8 @@ class ReplayStats:
     bad_by_reason: dict[str, int] = field(default_factory=dict)
     bad_snapshots: int = 0
     bad_lines: int = 0
+    malformed_depth_resyncs: int = 0  # dropped depth frames of a known symbol, each resyncing it
+    book_notices: int = 0  # stale/crossed snapshots and buffer overflows the books reported
     truncated: bool = False
     first_recv_ns: int | None = None
     last_recv_ns: int | None = None
@@ -141,6 +143,7 @@ class _Replay:
         parser = self.parser
         bar = self.bar
         paced = sleep and stats.pace == "recorded"
+        notices = getattr(self.engine, "notices", ())
         self.started = time.perf_counter()
         for item in merged(self.reader, self.snapshots_path):
             recv_ns = item.recv_ns
@@ -160,7 +163,10 @@ class _Replay:
                     event = parser.parse_snapshot(item.body, item.symbol, item.market, recv_ns)
             except ParseError as exc:
                 _bad(stats, item, exc)
-                continue
+                status = self._malformed_depth(exc, recv_ns)
+                if status is None:
+                    continue
+                event = status  # live resynced that symbol here (`LiveSource`): so does the replay
             if event is None:
                 continue
             if tick_ns:
@@ -174,9 +180,38 @@ class _Replay:
             outputs = on_event(event)
             if outputs:
                 stats.outputs += len(outputs)
+            if notices:
+                self._log_notices()
             yield event, outputs
             if bar is not None and not stats.frames & 1023:
                 bar.update(stats.frames)
+
+    def _malformed_depth(self, exc: ParseError, recv_ns: int) -> FeedStatus | None:
+        """A dropped depth frame of a known symbol: the `FeedStatus(MALFORMED)` live put for it."""
+        if exc.event != "depthUpdate" or not exc.symbol or exc.market is None:
+            return None
+        symbol = exc.symbol.upper()
+        if (exc.market, symbol) not in self.engine.instruments:
+            return None
+        self.stats.malformed_depth_resyncs += 1
+        return FeedStatus(symbol, exc.market, FeedState.MALFORMED, exc.reason[:100], recv_ns)
+
+    def _log_notices(self) -> None:
+        """The books' `BookNotice`s (stale/crossed snapshot, buffer overflow): a line each, then a count."""
+        stats = self.stats
+        for notice in self.engine.take_notices():
+            stats.book_notices += 1
+            if stats.book_notices <= LOG_LIMIT:
+                log.warning(
+                    "%s %s %s at recv_ns=%d: %s",
+                    notice.market,
+                    notice.symbol,
+                    notice.kind,
+                    notice.recv_ns,
+                    notice.detail,
+                )
+                if stats.book_notices == LOG_LIMIT:
+                    log.warning("further book notices are only counted (see the summary)")
 
     def finish(self) -> ReplayStats:
         stats = self.stats
@@ -430,6 +465,10 @@ def build_summary(engine: Engine, stats: ReplayStats) -> dict[str, Any]:
         "resyncs": core["resyncs"],
         "crossed": core["crossed"],
         "stale_snapshots": core["stale_snapshots"],
+        "invalid_snapshots": core["invalid_snapshots"],
+        "buffer_overflows": core["buffer_overflows"],
+        "malformed_depth_resyncs": stats.malformed_depth_resyncs,
+        "book_notices": stats.book_notices,
         "book_ticker_checks": core["book_ticker_checks"],
         "book_ticker_mismatches": core["book_ticker_mismatches"],
         "book_ticker_unannounced_levels": core["book_ticker_unannounced_levels"],

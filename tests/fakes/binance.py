@@ -421,7 +421,8 @@ class FakeBinance:
 
     def rest_fault(self, kind: str, value: float = 0.0) -> None:
         """Queue a fault for the next depth request: "429"/"418" (value = Retry-After s), "500"/"503",
-        "slow" (value = delay s), "garbage" (a body that is not JSON), "stale" (lastUpdateId 1)."""
+        "slow" (value = delay s), "garbage" (a body that is not JSON), "stale" (lastUpdateId 1), "crossed"
+        (a bid above the best ask)."""
         self.rest_faults.append((kind, value))
 
     # --- REST side ---
@@ -497,6 +498,11 @@ class FakeBinance:
                     book = self.books[(market, params.get("symbol", "").upper())]
                     body = book.snapshot(limit, time.time_ns() // 1_000_000)
                     body["lastUpdateId"] = 1
+                    return self._json(ws, 200, body)
+                if kind == "crossed":  # a current snapshot whose best bid is above its best ask
+                    book = self.books[(market, params.get("symbol", "").upper())]
+                    body = book.snapshot(limit, time.time_ns() // 1_000_000)
+                    body["bids"].insert(0, [book._price(max(book.asks) + 5), "1"])
                     return self._json(ws, 200, body)
             symbol = params.get("symbol", "").upper()
             if self._recording is not None:

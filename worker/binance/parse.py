@@ -57,13 +57,20 @@ RATE_SCALE = 10**8  # funding rates in 1e-8 units (worker.portfolio.RATE_SCALE)
 
 
 class ParseError(ValueError):
-    """A frame or body that cannot become an event; says why, and which symbol when known."""
+    """A frame or body that cannot become an event; says why, and which symbol when known.
 
-    def __init__(self, reason: str, symbol: str | None = None, market: Market | None = None) -> None:
+    `event`: the frame's event type (`depthUpdate`, ...) when it got that far. A `depthUpdate` error that
+    names a symbol means that symbol's book lost a diff: the caller resyncs it at once.
+    """
+
+    def __init__(
+        self, reason: str, symbol: str | None = None, market: Market | None = None, event: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.symbol = symbol
         self.market = market
+        self.event = event
 
 
 def make_converter(mantissa: int, decimals: int) -> Callable[[str], int]:
@@ -317,11 +324,14 @@ class FrameParser:
                 return self._trade(data, recv_ns, market)
             if kind == "markPriceUpdate":
                 return self._mark_price(data, recv_ns)
-        except ParseError:
+        except ParseError as exc:
+            exc.event = kind
             raise
         except _PARSE_FAILURES as exc:
             symbol = data.get("s") if isinstance(data.get("s"), str) else None
-            raise ParseError(f"bad {kind} frame: {type(exc).__name__}: {exc}", symbol, market) from None
+            if market is None and kind == "depthUpdate":  # the same inference as `_depth`
+                market = Market.SPOT if data.get("pu") is None else Market.USDM
+            raise ParseError(f"bad {kind} frame: {type(exc).__name__}: {exc}", symbol, market, kind) from None
         raise ParseError(f"unknown event type {kind!r}")
 
     def _stream_kind(self, stream: str) -> str:

@@ -12,7 +12,13 @@ Design and invariants:
   weight, 429 and 418); at most `max_concurrent_snapshots` run at once, and repeated requests for one
   symbol are paced with a growing jittered delay (`_pace`), so a stale-snapshot loop is no storm.
 - A malformed frame (bad JSON, unknown stream, off-grid price) is counted and logged in one line, and
-  dropped. Nothing in a frame can stop the source.
+  dropped. Nothing in a frame can stop the source. A dropped DEPTH frame that names one of our symbols
+  also puts `FeedStatus(MALFORMED)` for it: the Engine resyncs that book at once instead of leaving it
+  LIVE without the diff until the next one reveals the gap (`malformed_depth_resyncs`).
+- What the books refuse without an output (a snapshot that does not cover the buffered diffs, a crossed
+  snapshot, a SYNCING buffer overflow) arrives as the Engine's `BookNotice`s; the consumer side logs
+  each in one warning line (rate-limited like malformed frames) and `stats()` carries the counters
+  (`stale_snapshots`, `invalid_snapshots`, `buffer_overflows`).
 - A dropped connection (or one the per-stream watchdog closed) emits `FeedStatus(DISCONNECTED)` for
   every symbol it carried, so the Engine resyncs exactly those books; the book's own sequence check
   catches whatever else was lost.
@@ -76,6 +82,8 @@ class SourceCounters:
     rotation_duplicates: int = 0
     rotation_held: int = 0
     queue_full: int = 0
+    malformed_depth_resyncs: int = 0
+    book_notices: int = 0
     malformed_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -184,6 +192,7 @@ class LiveSource:
         self.engine = engine
         self.market = Market(market)
         self.symbols = sorted({s.upper() for s in symbols})
+        self._symbol_set = frozenset(self.symbols)
         self.endpoints = endpoints or Endpoints()
         self._instruments = instruments
         self.parser = parser
@@ -207,6 +216,8 @@ class LiveSource:
         self._fetching: set[tuple[Market, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._malformed_logged = 0
+        self._notices_logged = 0
+        self._engine_notices = getattr(engine, "notices", None)  # the Engine's BookNotice queue
         self.failure: SourceFailed | None = None
 
     # --- lifecycle ---
@@ -263,11 +274,30 @@ class LiveSource:
     async def __anext__(self) -> Event:
         if self.failure is not None:
             raise self.failure
+        if self._engine_notices:
+            self._log_notices()
         self.request_snapshots()
         event = await self.queue.get()
         if event is _FAILED:
             raise self.failure  # type: ignore[misc]
         return event
+
+    def _log_notices(self) -> None:
+        """One warning line per `BookNotice` the Engine queued; a flood is summarised (like `_malformed`)."""
+        notices = self._engine_notices
+        while notices:
+            notice = notices.popleft()
+            self.counters.book_notices += 1
+            if self._notices_logged < 100 or self.counters.book_notices % 1000 == 0:
+                self._notices_logged += 1
+                log.warning(
+                    "%s %s %s (#%d): %s",
+                    notice.market,
+                    notice.symbol,
+                    notice.kind,
+                    self.counters.book_notices,
+                    notice.detail,
+                )
 
     def request_snapshots(self) -> None:
         """Start a REST fetch for every symbol the Engine says needs a snapshot now."""
@@ -349,6 +379,12 @@ class LiveSource:
             event = self.parser.parse_frame(text, recv_ns, lane.spec.market)
         except ParseError as exc:
             self._malformed(lane, text, exc)
+            symbol = exc.symbol.upper() if exc.event == "depthUpdate" and exc.symbol else None
+            if symbol in self._symbol_set:
+                self.counters.malformed_depth_resyncs += 1
+                market = exc.market or lane.spec.market
+                reason = f"dropped a malformed depth frame: {exc.reason[:100]}"
+                await self._put(FeedStatus(symbol, market, FeedState.MALFORMED, reason, recv_ns))  # type: ignore[arg-type]
             return
         if event is None:
             return
@@ -443,5 +479,8 @@ class LiveSource:
         if books is not None:
             out["gaps"] = sum(b.gaps for b in books())
             out["resyncs"] = sum(b.resyncs for b in books())
+            out["stale_snapshots"] = sum(b.stale_snapshots for b in books())
+            out["invalid_snapshots"] = sum(b.invalid_snapshots for b in books())
+            out["buffer_overflows"] = sum(b.buffer_overflows for b in books())
         out["queue_depth"] = self.queue.qsize()
         return out
