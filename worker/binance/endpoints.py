@@ -73,8 +73,13 @@ class Endpoints:
         return "/api/v3/exchangeInfo" if market is Market.SPOT else "/fapi/v1/exchangeInfo"
 
     def depth_stream(self, market: Market, symbol: str) -> str:
-        speed = "100ms" if market is Market.SPOT else self.usdm_depth_speed
-        return f"{symbol.lower()}@depth@{speed}"
+        """Spot `<sym>@depth@100ms`. USD-M: Binance documents `<sym>@depth` (250 ms), `@depth@500ms` and
+        `@depth@100ms`; 250 ms is the BARE name (`@depth@250ms` is not a documented stream). `@depth@0ms`
+        is what the reference USD-M recording subscribed (data README)."""
+        if market is Market.SPOT:
+            return f"{symbol.lower()}@depth@100ms"
+        speed = self.usdm_depth_speed
+        return f"{symbol.lower()}@depth" if speed == "250ms" else f"{symbol.lower()}@depth@{speed}"
 
 
 def trade_stream(symbol: str) -> str:
