@@ -27,13 +27,24 @@ Prices are integer ticks and quantities integer lots of the symbol's instrument 
                the top levels, or nil), `microprice` (float ticks or nil), `exchange_ns` (or nil).
                Sent when the top (prices, quantities or imbalance) changed. `offer_book_top` takes this
                module's `BookTop` or the engine's `worker.engine.BookTop` (converted when encoded).
-- `features`   `symbol, ts_ns, values: {name: float}`.
-- `signal`     `symbol, ts_ns, name, value` (float) plus strategy-specific keys (e.g. `side`, `reason`).
+- `features`   `symbol, ts_ns, warm` (bool: every window covered) and `values: {name: float}`, from
+               the trader's `worker.features.FeatureVector` of that book event: `mid, spread_ticks,
+               spread_bps, imbalance, microprice, depth, ofi_event, mlofi_event, vol_bps, bid, ask,
+               bid_qty, ask_qty`, and per window `ofi_<w>ms, mlofi_<w>ms, trade_flow_<w>ms, volume_<w>ms,
+               momentum_bps_<w>ms`; a feature not defined yet (no return, window not covered) is absent.
+- `signal`     `symbol, ts_ns, name` ("ofi"), `value` (float: the normalized OFI score), `side` (+1/-1),
+               `kind` (entry/exit), `reason` (ofi_long, stop_loss, ...), `confidence` (float in [0, 1]),
+               `size_lots`, `mid` (float ticks) — from `worker.strategy.Signal`.
 - `fill`       the fields of `worker.orders.Fill` (`fill_id, order_id, symbol, side` (+1/-1), `price`,
                `qty`, `fee` (1e-8 units of `fee_asset`), `liquidity, ts_ns, model, latency_ns, ...`).
-- `status`     `ts_ns, component` (feed/book/risk/trading/...), `state`, `reason`, optional `symbol`,
-               `market` (`worker.events.FeedStatus` -> component "feed", the engine's `SyncChange` ->
-               "book"). Items carrying `recv_ns` but no `ts_ns` get `ts_ns = recv_ns`.
+- `status`     `ts_ns, component, state, reason`, and per component:
+               `feed` (`worker.events.FeedStatus`: `state` connected/disconnected/stale, `symbol, market`),
+               `book` (the engine's `SyncChange`: `state` syncing/live, `symbol, market`),
+               `trading` (risk's `TradingStateChanged`: `state` ACTIVE/REDUCING/HALTED/PAUSED, `previous,
+               source` (risk/calendar/operator/cooldown/restart/storage), `detail`),
+               `breaker` (risk's `BreakerChanged`: `breaker` name, `state` tripped/cleared, `detail`),
+               `calendar` (the trader's `PauseChange`: `state` paused/resumed, `reason` the holy days,
+               `until_ns` or nil). Items carrying `recv_ns` but no `ts_ns` get `ts_ns = recv_ns`.
 Any mapping with a `"type"` key is sent as is; dataclasses are sent as their fields; enums as values.
 """
 
@@ -73,7 +84,13 @@ _TYPE_BY_CLASS = {
     "Fill": "fill",
     "FeedStatus": "status",
     "SyncChange": "status",
-    "Features": "features",
+    "FeatureVector": "features",
+    "Signal": "signal",
+    "TradingStateChanged": "status",
+    "TradingStateChange": "status",
+    "BreakerChanged": "status",
+    "BreakerChange": "status",
+    "PauseChange": "status",
 }
 # Status-like domain objects say which component changed state.
 _COMPONENT_BY_CLASS = {"FeedStatus": "feed", "SyncChange": "book"}
@@ -119,6 +136,99 @@ def engine_top_message(top: Any) -> dict[str, Any]:
         "microprice": top.microprice,
         "exchange_ns": top.exchange_ns,
     }
+
+
+# Domain objects whose fields are not the documented message: built in the publisher's task (never on
+# the hot path), by class name so this module imports nothing from the trading core.
+_FEATURE_SKIP = frozenset({"symbol", "ts_ns", "windows_ms", "warm"})
+
+
+def features_message(vector: Any) -> dict[str, Any]:
+    """The `features` message of a `FeatureVector` (anything with `as_dict()`): `{name: float}` values."""
+    data = vector.as_dict()
+    windows = list(data.get("windows_ms") or ())
+    values: dict[str, float] = {}
+    for name, value in data.items():
+        if name in _FEATURE_SKIP or value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, (list, tuple)):
+            for window, x in zip(windows, value, strict=False):
+                if x is not None:
+                    values[f"{name}_{window}ms"] = float(x)
+        elif isinstance(value, (int, float)):
+            values[name] = float(value)
+    return {
+        "type": "features",
+        "symbol": data["symbol"],
+        "ts_ns": data["ts_ns"],
+        "warm": bool(data.get("warm", False)),
+        "values": values,
+    }
+
+
+def signal_message(signal: Any) -> dict[str, Any]:
+    """The `signal` message of a `worker.strategy.Signal` (its feature vector goes out as `features`)."""
+    mid = getattr(signal, "mid", None)
+    return {
+        "type": "signal",
+        "symbol": signal.symbol,
+        "ts_ns": signal.ts_ns,
+        "name": "ofi",
+        "value": float(signal.score),
+        "side": int(signal.side),
+        "kind": str(getattr(signal.kind, "value", signal.kind)),
+        "reason": str(signal.reason),
+        "confidence": float(signal.confidence),
+        "size_lots": int(signal.size_lots),
+        "mid": None if mid is None else float(mid),
+    }
+
+
+def trading_state_message(change: Any) -> dict[str, Any]:
+    return {
+        "type": "status",
+        "component": "trading",
+        "ts_ns": change.ts_ns,
+        "state": str(change.state),
+        "previous": None if change.previous is None else str(change.previous),
+        "reason": change.reason,
+        "source": change.source,
+        "detail": dict(getattr(change, "detail", None) or {}),
+    }
+
+
+def breaker_message(change: Any) -> dict[str, Any]:
+    return {
+        "type": "status",
+        "component": "breaker",
+        "ts_ns": change.ts_ns,
+        "breaker": change.breaker,
+        "state": "tripped" if change.tripped else "cleared",
+        "reason": change.reason,
+        "detail": dict(getattr(change, "detail", None) or {}),
+    }
+
+
+def pause_message(change: Any) -> dict[str, Any]:
+    return {
+        "type": "status",
+        "component": "calendar",
+        "ts_ns": change.ts_ns,
+        "state": "paused" if change.paused else "resumed",
+        "reason": change.reason,
+        "until_ns": change.until_ns,
+    }
+
+
+_BUILDERS = {
+    "FeatureVector": features_message,
+    "Signal": signal_message,
+    "TradingStateChanged": trading_state_message,
+    "TradingStateChange": trading_state_message,
+    "BreakerChanged": breaker_message,
+    "BreakerChange": breaker_message,
+    "PauseChange": pause_message,
+}
 
 
 def book_top(book: Any, symbol: str, market: str, ts_ns: int, depth: int = 5) -> BookTop:
@@ -182,6 +292,9 @@ def decode_stream(buffer: bytearray) -> list[dict]:
 def _as_message(item: Any, kind: str | None) -> dict:
     if (kind in (None, "book_top")) and type(item).__name__ == "BookTop" and hasattr(item, "bid"):
         return engine_top_message(item)  # the engine's NamedTuple BookTop
+    builder = _BUILDERS.get(type(item).__name__)
+    if builder is not None and (kind is None or kind == _TYPE_BY_CLASS[type(item).__name__]):
+        return builder(item)
     if isinstance(item, Mapping):
         message = dict(item)
     elif hasattr(item, "_asdict"):  # NamedTuple outputs
@@ -506,10 +619,11 @@ FEED_TYPES: dict[str, str] = {
     "SyncChange": "status",
     "FeedStatus": "status",
     "Fill": "fill",
-    "Features": "features",
-    "FeatureSample": "features",
+    "FeatureVector": "features",
     "Signal": "signal",
-    "TradingStateChange": "status",
+    "TradingStateChanged": "status",
+    "BreakerChanged": "status",
+    "PauseChange": "status",
 }
 
 
