@@ -17,6 +17,10 @@ Design:
   and the replay waits while the writer's queues are past half their limits or a feed client has more
   than `_CLIENT_BACKLOG` unsent bytes, so nothing is dropped and a replay into a fresh database leaves the
   rows a live run over the same messages would. Its configuration is `--config` / `--set` only.
+- `--db` must be fresh or hold only replays of the SAME recording with the same config digest (a
+  re-run after a crash; the run's `config_json` carries `replay_of` = recording name + size, snapshots,
+  scripted orders). Anything else is refused with exit 2: replay ids restart at 1 and the writer skips
+  ids already in the file, so another run's rows would silently swallow this replay's orders and fills.
 - `replay()` (no database, market engine by default) stays the plain synchronous API for tests and
   benchmarks; `build_summary(engine, stats)` turns the engine's counters and the replay's own into the
   summary, so later engine parts appear in it by extending `Engine.summary()`.
@@ -27,7 +31,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import hashlib
 import logging
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -61,7 +67,7 @@ from worker.schedule import ScheduleError, ScheduleResults, read_schedule
 from worker.shell import StorageLagGate
 from worker.store.adapt import StoreAdapter, StoreSink
 from worker.store.db import DEFAULT_DB_PATH, StoreError
-from worker.store.writer import StoreWriter
+from worker.store.writer import RunInfo, StoreWriter
 from worker.tally import TradingTally
 from worker.trader import ScheduledOrder
 
@@ -306,7 +312,9 @@ async def replay_async(
 
     try:
         if db_path is not None:
-            writer, _ = await shell.open_store(cfg, traded, "replay", db_path)
+            identity = recording_identity(frames_path, snapshots_path, schedule)
+            check_replay_target(db_path, identity, cfg.digest())
+            writer = await _open_replay_store(cfg, traded, db_path, identity)
             markets = {i.symbol: i.market.value for i in traded.values()}
             sinks.append(StoreSink(writer, StoreAdapter(markets)))
             # No engine restore: a replay rebuilds its state from the recording itself, and a re-run
@@ -362,6 +370,100 @@ async def replay_async(
 
 _YIELD_EVERY = 512
 _CLIENT_BACKLOG = 1 << 20
+
+
+class ReplayTargetError(RuntimeError):
+    """The `--db` file holds a run this replay must not be mixed with (exit 2)."""
+
+
+def recording_identity(
+    frames_path: str | Path,
+    snapshots_path: str | Path | None = None,
+    schedule: Sequence[ScheduledOrder] | None = None,
+) -> dict[str, Any]:
+    """What makes two replays the same input: the files by name and size, and the scripted orders."""
+    frames = Path(frames_path)
+    identity: dict[str, Any] = {"recording": frames.name, "size": frames.stat().st_size}
+    if snapshots_path is not None:
+        snaps = Path(snapshots_path)
+        identity["snapshots"] = snaps.name
+        identity["snapshots_size"] = snaps.stat().st_size if snaps.exists() else None
+    if schedule:
+        identity["orders"] = hashlib.sha256(repr(list(schedule)).encode()).hexdigest()
+    return identity
+
+
+def check_replay_target(db_path: str | Path, identity: dict[str, Any], config_digest: str) -> None:
+    """Refuse a `--db` that already holds orders or fills of any run other than a replay of the same
+    recording with the same configuration digest. Raises `ReplayTargetError`.
+
+    Why: replay ids restart at 1 and the writer skips ids already in the file as replay-idempotent (the
+    crash re-run case), so mixing in another run would silently drop this replay's orders and fills.
+    Reads the file with a read-only sqlite3 connection; a missing or empty file is always fine.
+    """
+    path = Path(db_path)
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error as exc:
+        raise ReplayTargetError(f"cannot read {path}: {exc}") from None
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"runs", "orders", "fills"} <= tables:
+            return  # not (yet) a QuantumFlow store: the writer decides
+        busy = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM orders) OR EXISTS (SELECT 1 FROM fills)"
+        ).fetchone()[0]
+        if not busy:
+            return
+        runs = conn.execute(
+            "SELECT run_id, mode, config_digest, config_json FROM runs ORDER BY run_id"
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise ReplayTargetError(f"cannot read {path}: {exc}") from None
+    finally:
+        conn.close()
+    for run_id, mode, digest, config_json in runs:
+        try:
+            replay_of = orjson.loads(config_json).get("replay_of") if config_json else None
+        except (orjson.JSONDecodeError, AttributeError):
+            replay_of = None
+        if mode != "replay" or replay_of is None:
+            why = f"({mode})"
+        elif replay_of != identity:
+            same_file = all(replay_of.get(k) == identity.get(k) for k in ("recording", "size"))
+            why = (
+                "(a replay of this recording with other snapshots or scripted orders)"
+                if same_file
+                else f"(a replay of {replay_of.get('recording')})"
+            )
+        elif digest != config_digest:
+            why = "(a replay of this recording with another configuration)"
+        else:
+            continue  # a re-run of the same replay, e.g. after a crash: the writer skips what it has
+        raise ReplayTargetError(f"{path} already holds run {run_id} {why}; replay into a fresh --db PATH")
+
+
+async def _open_replay_store(
+    cfg: WorkerConfig,
+    traded: dict[tuple[Market, str], Instrument],
+    db_path: str | Path,
+    identity: dict[str, Any],
+) -> StoreWriter:
+    """`shell.open_store` for a replay: the run's `config_json` also names the recording (`replay_of`),
+    so a later replay into the same file can tell a crash re-run from a different input."""
+    config_json = orjson.dumps(
+        {**orjson.loads(cfg.canonical_json()), "replay_of": identity}, option=orjson.OPT_SORT_KEYS
+    ).decode()
+    run = RunInfo("replay", shell.code_version(), cfg.digest(), config_json)
+    writer = StoreWriter(db_path, traded.values(), run, cfg.store)
+    try:
+        await writer.start()
+    except sqlite3.Error as exc:  # anything the store did not already turn into a StoreError
+        raise StoreError(f"cannot use {db_path}: {exc}") from exc
+    log.info("replay store open: %s run %s", db_path, writer.run_id)
+    return writer
 
 
 async def _make_room(writer: StoreWriter | None, publisher: Publisher | None) -> None:
@@ -685,7 +787,7 @@ def main(args: argparse.Namespace) -> int:
             if args.compare_fill_models
             else None
         )
-    except (ConfigError, ScheduleError) as exc:
+    except (ConfigError, ScheduleError, ReplayTargetError) as exc:
         log.error("%s", exc)
         return 2
     except StoreError as exc:
