@@ -305,6 +305,6 @@ async def test_alert_sink_digests_fills_and_alerts_storms_and_feed_state(fake):
     texts = fake.texts()
     assert texts[0].startswith("💱 2 fills") and "0.00200 @ avg 60000.00" in texts[0]
     assert texts[1] == "⚠️ Resync storm on spot:BTCUSDT: 3 book resyncs in 1m 0s"
-    assert texts[2] == "⚠️ Feed stale on spot:BTCUSDT: no frames for 10s"
+    assert texts[2] == "⚠️ Feed stale on spot:BTCUSDT: no message yet (no frames for 10s)"
     assert texts[3] == "✅ Feed on spot:BTCUSDT back after 1m 0s"
     assert len(texts) == 4 and n.stats.suppressed == 1

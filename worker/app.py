@@ -7,7 +7,8 @@ Design and invariants:
   feed (`FeedSink` -> `Publisher.offer`) and Telegram (`AlertSink` -> `Notifier.offer`) each append to
   their own bounded queue, drained by their own task.
 - One bad event never stops the loop: an exception from the Engine or a sink is logged (the first ten,
-  then every thousandth) and counted, and the loop goes on.
+  then every thousandth) and counted, and the loop goes on; with Telegram on it is also a note
+  (`notify.ErrorNotes`: one per place and exception type per cooldown, repeats counted).
 - Start order (`Worker.start`): logging with secrets redacted -> configuration (`worker.config`) -> the
   database checked before any network (newer schema, corrupt file, read-only volume: exit 1, file
   untouched) -> instruments from exchangeInfo -> risk limits compiled against them -> engine -> store
@@ -99,22 +100,28 @@ class TopLogger:
 
 
 class PumpCounters:
-    __slots__ = ("engine_errors", "events", "sink_errors")
+    """Loop counters; `on_error(where, exc, count)` (optional, e.g. `notify.ErrorNotes`) hears of every
+    engine or sink exception (it keys and rate-limits them itself; it must not raise or block)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("engine_errors", "events", "on_error", "sink_errors")
+
+    def __init__(self, on_error: Callable[[str, BaseException, int], None] | None = None) -> None:
         self.events = 0
         self.engine_errors = 0
         self.sink_errors = 0
+        self.on_error = on_error
 
 
 def deliver(engine: Engine, sinks: Sequence[Sink], c: PumpCounters, event: Event) -> None:
     """One event through the engine and every sink; an error costs that event (logged, counted)."""
     try:
         outputs = engine.on_event(event)
-    except Exception:
+    except Exception as exc:
         c.engine_errors += 1
         if c.engine_errors <= 10 or c.engine_errors % 1000 == 0:
             log.exception("engine failed on %s (#%d); event dropped", type(event).__name__, c.engine_errors)
+        if c.on_error is not None:
+            c.on_error(f"engine ({type(event).__name__} dropped)", exc, c.engine_errors)
         return
     emit(sinks, c, event, outputs)
 
@@ -124,10 +131,12 @@ def emit(sinks: Sequence[Sink], c: PumpCounters, event: Event | None, outputs: l
     for sink in sinks:
         try:
             sink(event, outputs)  # type: ignore[arg-type]
-        except Exception:
+        except Exception as exc:
             c.sink_errors += 1
             if c.sink_errors <= 10 or c.sink_errors % 1000 == 0:
                 log.exception("sink %r failed (#%d)", sink, c.sink_errors)
+            if c.on_error is not None:
+                c.on_error(f"sink {type(sink).__name__}", exc, c.sink_errors)
 
 
 async def pump(
@@ -271,6 +280,7 @@ class Worker:
             sinks.append(AlertSink(self.notifier, by_symbol))
             self.notes = TradingNotes(self.notifier)
             sinks.append(self.notes)
+            self.counters.on_error = notify.ErrorNotes(self.notifier)
         elif cfg.telegram.token or cfg.telegram.chat_id:
             log.warning("telegram needs both a bot token and a chat id: notifications off")
         sinks.append(TopLogger(engine, cfg.top_log_interval_s))

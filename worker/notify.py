@@ -205,8 +205,10 @@ def resync_storm(symbol: str, resyncs: int, window_s: float) -> str:
     return _cut(f"⚠️ Resync storm on {symbol}: {resyncs} book resyncs in {_duration(window_s)}")
 
 
-def stale_feed(symbol: str, age_s: float) -> str:
-    return _cut(f"⚠️ Feed stale on {symbol}: no message for {age_s:.1f} s")
+def stale_feed(symbol: str, age_s: float | None, detail: str = "") -> str:
+    """A stream went silent (the source's watchdog closed it, or the source reported STALE)."""
+    silent = "no message yet" if age_s is None else f"no message for {age_s:.1f} s"
+    return _cut(f"⚠️ Feed stale on {symbol}: {silent}" + (f" ({detail})" if detail else ""))
 
 
 def feed_recovered(symbol: str, down_s: float) -> str:
@@ -229,6 +231,27 @@ def daily_summary(day: str, figures: Mapping[str, Any]) -> str:
     """`figures` in display order, e.g. {"P&L": "12.3 USDT", "fills": 41, "max drawdown": "0.4%"}."""
     lines = [f"📊 Daily summary {day}"] + [f"{k}: {v}" for k, v in figures.items()]
     return _cut("\n".join(lines))
+
+
+class ErrorNotes:
+    """Worker errors as notes: `(where, exc, count)` -> one keyed note per place and exception type per
+    `cooldown_s`; repeats inside the cooldown are counted by the notifier (`stats.suppressed`), so an
+    error that recurs on every event alerts once, not thousands of times. Never raises."""
+
+    def __init__(self, notifier: Notifier, cooldown_s: float = 300.0) -> None:
+        self.notifier = notifier
+        self.cooldown_s = cooldown_s
+
+    def __call__(self, where: str, exc: BaseException, count: int) -> None:
+        try:
+            kind = type(exc).__name__
+            text = error(
+                where,
+                f"{kind}: {exc} (#{count}; repeats within {_duration(self.cooldown_s)} are only counted)",
+            )
+            self.notifier.offer(text, key=f"error:{where}:{kind}", cooldown_s=self.cooldown_s)
+        except Exception:  # an alert must never add a failure to the one it reports
+            log.exception("error note failed")
 
 
 class StormDetector:
@@ -559,8 +582,11 @@ class AlertSink:
 
     - `Fill` -> `offer_fill` (digested), converted with the symbol's `Instrument`.
     - `SyncChange` back to syncing -> counted per book in `storms`; a storm alerts (keyed cooldown).
-    - `FeedStatus` event STALE / DISCONNECTED -> one keyed alert per symbol and cooldown; CONNECTED
-      after one of those -> a recovery note.
+    - `FeedStatus` event STALE, or DISCONNECTED because the source's watchdog found a stream silent
+      (reason `... silent`) -> `stale_feed` with the age of the symbol's last message; any other
+      DISCONNECTED -> a disconnect note; one keyed alert per symbol and cooldown; CONNECTED after one of
+      those -> a recovery note. The last message time per symbol is tracked here (one dict store per
+      event) because the feed status itself carries only the time it was noticed.
     Breaker trips/resets, Shabbat pause/resume, start/stop and the daily summary are offered by the
     worker where those happen, with the builders above.
     """
@@ -577,10 +603,15 @@ class AlertSink:
         self.storms = storms or StormDetector()
         self.cooldown_s = cooldown_s
         self._down_since: dict[str, int] = {}
+        self._last_ns: dict[tuple[Any, str], int] = {}
 
     def __call__(self, event: Any, outputs: list[Any]) -> None:
         if type(event).__name__ == "FeedStatus":
             self._feed_status(event)
+        else:
+            symbol = getattr(event, "symbol", None)
+            if symbol is not None:
+                self._last_ns[(event.market, symbol)] = event.recv_ns
         for out in outputs:
             name = type(out).__name__
             if name == "Fill":
@@ -599,8 +630,19 @@ class AlertSink:
         state = str(status.state)
         if state in ("stale", "disconnected"):
             self._down_since.setdefault(key, status.recv_ns)
-            text = f"⚠️ Feed {state} on {key}: {status.reason}"
-            self.notifier.offer(_cut(text), key=f"feed:{key}", cooldown_s=self.cooldown_s)
+            if state == "stale" or is_stale_reason(status.reason):
+                last = self._last_ns.get((status.market, status.symbol))
+                age = None if last is None else max(status.recv_ns - last, 0) / 1e9
+                text = stale_feed(key, age, status.reason)
+            else:
+                text = _cut(f"⚠️ Feed {state} on {key}: {status.reason}")
+            self.notifier.offer(text, key=f"feed:{key}", cooldown_s=self.cooldown_s)
         elif state == "connected" and key in self._down_since:
             down_s = (status.recv_ns - self._down_since.pop(key)) / 1e9
             self.notifier.offer(feed_recovered(key, down_s))
+
+
+def is_stale_reason(reason: str) -> bool:
+    """The source's watchdog closes a silent stream with a reason naming it (`reconnect: S silent`)."""
+    text = reason.lower()
+    return "silent" in text or "stale" in text
