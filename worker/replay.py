@@ -16,7 +16,9 @@ Design:
   block and the live worker never does: every few hundred events the writer and the feed get the loop,
   and the replay waits while the writer's queues are past half their limits or a feed client has more
   than `_CLIENT_BACKLOG` unsent bytes, so nothing is dropped and a replay into a fresh database leaves the
-  rows a live run over the same messages would. Its configuration is `--config` / `--set` only.
+  rows a live run over the same messages would. Hence no storage-lag gate in a replay: the writer's lag
+  is wall-clock time, and risk decisions must depend on the recording alone. Its configuration is
+  `--config` / `--set` only.
 - `--db` must be fresh or hold only replays of the SAME recording with the same config digest (a
   re-run after a crash; the run's `config_json` carries `replay_of` = recording name + size, snapshots,
   scripted orders). Anything else is refused with exit 2: replay ids restart at 1 and the writer skips
@@ -64,7 +66,6 @@ from worker.events import Event, FeedState, FeedStatus, Market, TimerTick
 from worker.instruments import DEFAULT_INSTRUMENTS, Instrument
 from worker.publish import FeedSink, Publisher
 from worker.schedule import ScheduleError, ScheduleResults, read_schedule
-from worker.shell import StorageLagGate
 from worker.store.adapt import StoreAdapter, StoreSink
 from worker.store.db import DEFAULT_DB_PATH, StoreError
 from worker.store.writer import RunInfo, StoreWriter
@@ -296,6 +297,11 @@ async def replay_async(
     waits for them. A replay may block; nothing is dropped, so a replay into a fresh database leaves the
     rows a live run over the same messages would. `ticks`: feed the live worker's `TimerTick`s at
     every `tick_interval_s` boundary of the recording's time (samples, latency queues, calendar).
+
+    Deterministic with or without a database: there is no storage-lag gate (live's `StorageLagGate`
+    reads the writer's wall-clock lag, so a slow disk would change risk decisions). The replay instead
+    waits for the writer (`_make_room`), which loses nothing; a writer that stops for good raises
+    `StoreError` from there.
     """
     cfg = config or load_config(env={})
     instruments = dict(instruments or recording_instruments(frames_path))
@@ -305,11 +311,6 @@ async def replay_async(
     sinks: list[Any] = list(observers)
     writer: StoreWriter | None = None
     publisher: Publisher | None = None
-    gate: StorageLagGate | None = None
-
-    def emit_outputs(outputs: list[Any]) -> None:
-        emit(sinks, counters, None, outputs)
-
     try:
         if db_path is not None:
             identity = recording_identity(frames_path, snapshots_path, schedule)
@@ -319,7 +320,8 @@ async def replay_async(
             sinks.append(StoreSink(writer, StoreAdapter(markets)))
             # No engine restore: a replay rebuilds its state from the recording itself, and a re-run
             # after a crash regenerates the same ids, which the writer skips as already written.
-            gate = StorageLagGate(engine, writer, emit_outputs)
+            # No `StorageLagGate` either: it reads the writer's wall-clock lag, so a slow disk would change
+            # risk decisions; a replay waits for the writer instead (`_make_room`) and never drops.
         if publish_socket is not None:
             publisher = Publisher(
                 publish_socket,
@@ -345,8 +347,6 @@ async def replay_async(
                     await asyncio.sleep(delay)  # recorded pace, not synchronization
             if n % _YIELD_EVERY == 0:
                 await _make_room(writer, publisher)
-                if gate is not None:
-                    gate.check(event.recv_ns)
         stats = run.finish()
         store = None
         if writer is not None:
