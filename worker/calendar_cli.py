@@ -2,8 +2,11 @@
 
 - The range is civil dates in the location's time zone, both ends included; a window is printed when
   it overlaps the range.
-- Default location and customs are `CalendarConfig()`'s (São Paulo, 18 minutes, tzeit 8.5°); flags
-  override them. Bad input exits 2 with one clear line on stderr, never a traceback.
+- Default location and customs are the worker's configured `[calendar]` section, loaded with the same
+  layers as `run` (`--config PATH` or $QF_CONFIG, then QF_* environment variables, then `--set`), so the
+  windows printed are the ones the worker pauses for; without any configuration that is
+  `CalendarConfig()` (São Paulo, 18 minutes, tzeit 8.5°). Flags override the configuration. Bad input
+  (flags or configuration) exits 2 with one clear line on stderr, never a traceback.
 - `--json` prints one JSON object per line: start/end in ISO 8601 UTC, the civil dates and holy days.
 """
 
@@ -13,11 +16,11 @@ import argparse
 import datetime as dt
 import json
 import sys
+from collections.abc import Mapping
 
+from worker import config as worker_config
 from worker.calendar import CalendarConfig, Location, PauseWindow, pause_windows
 from worker.errors import ConfigError
-
-_DEFAULT = CalendarConfig()
 
 
 def _date(text: str) -> dt.date:
@@ -28,25 +31,53 @@ def _date(text: str) -> dt.date:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    location = _DEFAULT.location
     parser.add_argument(
         "--from", dest="first", type=_date, required=True, help="first civil date, YYYY-MM-DD"
     )
     parser.add_argument("--to", dest="last", type=_date, required=True, help="last civil date, YYYY-MM-DD")
-    parser.add_argument("--lat", type=float, default=location.latitude, help="latitude, degrees north")
-    parser.add_argument("--lon", type=float, default=location.longitude, help="longitude, degrees east")
-    parser.add_argument("--tz", default=location.tz, help="IANA time zone, e.g. America/Sao_Paulo")
     parser.add_argument(
-        "--candle-minutes", type=int, default=_DEFAULT.candle_minutes, help="minutes before sunset (18)"
+        "--config", default=None, metavar="PATH", help="worker TOML file (default: $QF_CONFIG)"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], dest="sets", metavar="SECTION.KEY=VALUE",
+        help="override a configuration key, as for run (e.g. --set calendar.tz=Asia/Jerusalem)",
+    )  # fmt: skip
+    parser.add_argument("--lat", type=float, default=None, help="latitude, degrees north (default: config)")
+    parser.add_argument("--lon", type=float, default=None, help="longitude, degrees east (default: config)")
+    parser.add_argument("--tz", default=None, help="IANA time zone, e.g. America/Sao_Paulo (default: config)")
+    parser.add_argument(
+        "--candle-minutes", type=int, default=None, help="minutes before sunset (default: config, 18)"
     )
     parser.add_argument(
         "--havdalah-minutes",
         type=int,
         default=None,
-        help="fixed minutes after sunset (42, 50, 72); default: tzeit, sun 8.5° below the horizon",
+        help="fixed minutes after sunset (42, 50, 72); default: config, else tzeit (sun 8.5° below)",
     )
-    parser.add_argument("--israel", action="store_true", help="Israel's Yom Tov schedule (one-day festivals)")
+    parser.add_argument(
+        "--israel",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Israel's Yom Tov schedule (one-day festivals); default: config",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per window per line")
+
+
+def configured(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> CalendarConfig:
+    """The worker's `[calendar]` (same layers as `run`; also when the pause is disabled), then the flags."""
+    cfg = worker_config.load(getattr(args, "config", None), env, None, getattr(args, "sets", None))
+    base = worker_config.calendar_settings(cfg)
+    loc = base.location
+    return CalendarConfig(
+        location=Location(
+            loc.latitude if args.lat is None else args.lat,
+            loc.longitude if args.lon is None else args.lon,
+            loc.tz if args.tz is None else args.tz,
+        ),
+        candle_minutes=base.candle_minutes if args.candle_minutes is None else args.candle_minutes,
+        havdalah_minutes=base.havdalah_minutes if args.havdalah_minutes is None else args.havdalah_minutes,
+        israel=base.israel if args.israel is None else args.israel,
+    )
 
 
 def window_json(window: PauseWindow) -> dict[str, object]:
@@ -61,12 +92,7 @@ def window_json(window: PauseWindow) -> dict[str, object]:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        config = CalendarConfig(
-            location=Location(args.lat, args.lon, args.tz),
-            candle_minutes=args.candle_minutes,
-            havdalah_minutes=args.havdalah_minutes,
-            israel=args.israel,
-        )
+        config = configured(args)
     except ConfigError as error:
         print(f"calendar: {error}", file=sys.stderr)
         return 2

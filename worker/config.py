@@ -639,6 +639,16 @@ def _health(v: dict[str, Any]) -> HealthConfig:
     )
 
 
+def calendar_settings(cfg: WorkerConfig) -> CalendarConfig:
+    """The configured location and customs, also when the pause is disabled (`calendar.enabled = false`),
+    for tools that print the windows (`python -m worker calendar`)."""
+    if cfg.calendar is not None:
+        return cfg.calendar
+    settings = _calendar({**cfg.effective["calendar"], "enabled": True})
+    assert settings is not None
+    return settings
+
+
 def _calendar(v: dict[str, Any]) -> CalendarConfig | None:
     def make() -> CalendarConfig:
         location = Location(v["latitude"], v["longitude"], v["tz"])
