@@ -156,7 +156,7 @@ def test_an_order_resting_at_the_window_start_is_cancelled_there() -> None:
         row(start_ns - 20 * MIN, Side.BUY, OrderType.MARKET, TimeInForce.IOC, "0.01"),
         row(lead_ns + 60 * NS, Side.SELL, OrderType.LIMIT, TimeInForce.GTC, "0.005", "ask", 80),
     ]
-    engine = engine_with(schedule, flatten_before_pause=False)
+    engine = engine_with(schedule, flatten_before_pause=False, protect_positions=False)
     outputs = drive(engine, ThinMarket(), timeline(start_ns, end_ns))
     scripted = [o for o in final_orders(outputs) if o.tag.startswith("script:")]
     sell = scripted[1]
@@ -169,3 +169,83 @@ def test_an_order_resting_at_the_window_start_is_cancelled_there() -> None:
     assert cancels and start_ns <= cancels[0].ts_ns < start_ns + MIN
     assert engine.trader.portfolio.qty("BTCUSDT") == 1_000, "hold mode without exits keeps the position"
     assert not [o for o in outputs if isinstance(o, Fill) and o.order_id == sell.order_id]
+
+
+# --- hold mode: protective exits ----------------------------------------------------------------------
+def hold_run(move_to: int | None, at_ns: int) -> tuple[Engine, list, int, int]:
+    """Buy 0.01 BTC before the window, hold it with exits; from `at_ns` the market moves to `move_to`."""
+    start_ns, end_ns = friday_window()
+    schedule = [row(start_ns - 20 * MIN, Side.BUY, OrderType.MARKET, TimeInForce.IOC, "0.01")]
+    engine = engine_with(
+        schedule, flatten_before_pause=False, protect_stop_bps=100, protect_take_profit_bps=200
+    )
+    market = ThinMarket()
+
+    def move(ts: int, m: ThinMarket) -> None:
+        if move_to is not None and ts >= at_ns:
+            m.mid = move_to
+
+    return engine, drive(engine, market, timeline(start_ns, end_ns), move), start_ns, end_ns
+
+
+def protective(outputs: list) -> tuple:
+    orders = [o for o in final_orders(outputs) if o.tag.startswith("protect:")]
+    stop = next(o for o in orders if o.tag == "protect:stop_loss")
+    take = next(o for o in orders if o.tag == "protect:take_profit")
+    return stop, take
+
+
+def test_hold_mode_places_a_stop_and_a_take_profit_in_the_lead_time_and_the_stop_closes_the_position() -> (
+    None
+):
+    start_ns, _ = friday_window()
+    engine, outputs, start_ns, end_ns = hold_run(5_900_000, start_ns + 3 * 3600 * NS)  # -1.7 %, inside
+    stop, take = protective(outputs)
+    assert stop.type is OrderType.STOP_MARKET and stop.reduce_only and stop.oco == take.oco > 0
+    assert take.type is OrderType.LIMIT and take.tif is TimeInForce.GTC and take.reduce_only
+    assert start_ns - 300 * NS <= stop.created_ns < start_ns and stop.qty == take.qty == 1_000
+    bid = 6_000_000 - 1
+    assert stop.stop_price == bid - bid // 100 and take.price == bid + bid * 2 // 100
+    assert stop.status_name == "Filled"
+    stop_fills = [o for o in outputs if isinstance(o, Fill) and o.order_id == stop.order_id]
+    assert stop_fills and all(start_ns < f.ts_ns < end_ns for f in stop_fills), "it acted inside the window"
+    assert all(f.price < stop.stop_price for f in stop_fills), "triggered through, filled at the book"
+    assert isinstance(take.status, Cancelled) and take.status.reason == "OCO"
+    assert engine.trader.portfolio.qty("BTCUSDT") == 0
+    inside = [o for o in final_orders(outputs) if start_ns <= o.created_ns < end_ns]
+    assert not [o for o in inside if not isinstance(o.status, Denied)], "no new order inside the window"
+
+
+def test_hold_mode_take_profit_fills_and_cancels_the_stop() -> None:
+    start_ns, _ = friday_window()
+    engine, outputs, *_ = hold_run(6_200_000, start_ns + 3 * 3600 * NS)  # +3.3 %: crosses the take-profit
+    stop, take = protective(outputs)
+    assert take.status_name == "Filled"
+    assert isinstance(stop.status, Cancelled) and stop.status.reason == "OCO"
+    assert engine.trader.portfolio.qty("BTCUSDT") == 0
+    assert engine.trader.portfolio.realized_pnl > 0
+
+
+def test_hold_mode_untouched_exits_are_cancelled_at_havdalah_and_the_position_is_held() -> None:
+    engine, outputs, _, end_ns = hold_run(None, 0)
+    stop, take = protective(outputs)
+    for order in (stop, take):
+        assert isinstance(order.status, Cancelled) and order.status.reason == "havdalah"
+    cancelled_at = [
+        o.ts_ns for o in outputs if isinstance(o, OrderUpdate) and o.event == "cancelled" and o.order.oco
+    ]
+    assert cancelled_at and all(t >= end_ns for t in cancelled_at)
+    assert engine.trader.portfolio.qty("BTCUSDT") == 1_000
+    assert not [o for o in outputs if getattr(o, "kind", "") == "unprotected_position"]
+
+
+def test_protective_distances_are_validated() -> None:
+    import pytest
+
+    from worker.errors import ConfigError
+
+    for bad in ({"protect_stop_bps": 0}, {"protect_take_profit_bps": 10_000}, {"protect_stop_bps": 1.5}):
+        with pytest.raises(ConfigError, match=r"trading\.protect_"):
+            TradingConfig(**bad).validate()
+    with pytest.raises(ConfigError, match="max_price_deviation_bps"):
+        Trader([SPOT], trading=TradingConfig(protect_take_profit_bps=600))

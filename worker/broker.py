@@ -28,6 +28,17 @@ Resting orders (maker, at the limit price):
   orders share one trade's quantity, best price then oldest first. Partial fills when the traded or
   crossing quantity is smaller than what remains.
 
+Stop orders (`STOP_MARKET`, Binance's STOP_LOSS / STOP_MARKET), always reduce-only protective exits here:
+- On arrival a stop whose trigger the market already reached (a sell stop at or above the best bid, a
+  buy stop at or below the best ask) is rejected `STOP_WOULD_TRIGGER` (Binance -2021); otherwise it rests
+  untriggered, invisible to the book.
+- It triggers when a public trade prints at or through the trigger (sell: trade price <= stop; buy:
+  >=) after the stop arrived; it then walks the book held at that trade like a MARKET order (price
+  protection around the mid at the trigger), the remainder expiring. No book at the trigger: it expires.
+- One-cancels-the-other (`Order.oco` > 0, Binance's OCO list): the first fill of one order of the list
+  cancels the others at that same instant at the venue (reason `OCO`), so a stop-loss and a take-profit
+  protecting one position can never both execute.
+
 Venue rejections (`Rejected`, never filled), Binance's reasons: `MIN_NOTIONAL` (price × qty below the
 symbol's filter; MARKET uses the mid at arrival), `PRICE_FILTER` / `LOT_SIZE` (off the grid, see
 `submit_decimal`), `GTX_WOULD_TAKE` (post-only that would cross on arrival; USD-M calls it EXPIRED, we
@@ -92,6 +103,7 @@ REJECT_PRICE_FILTER = "PRICE_FILTER: Filter failure: PRICE_FILTER"
 REJECT_LOT_SIZE = "LOT_SIZE: Filter failure: LOT_SIZE"
 REJECT_GTX = "GTX_WOULD_TAKE: Order would immediately match and take."
 REJECT_NO_BOOK = "NO_BOOK: no live order book for the symbol at arrival"
+REJECT_STOP_TRIGGER = "STOP_WOULD_TRIGGER: Order would immediately trigger."
 # USD-M words the same refusals differently (-4164, -5022, -4014, -1111).
 _USDM_REASONS = {
     REJECT_GTX: "GTX_WOULD_TAKE: Due to the order could not be executed as maker, the Post Only order "
@@ -115,7 +127,9 @@ def venue_reason(reason: str, instrument: Instrument) -> str:
 
 EXPIRED = "EXPIRED"
 EXPIRED_PROTECTION = "EXPIRED: price protection bound reached"
+EXPIRED_NO_BOOK = "EXPIRED: stop triggered with no live book"
 CANCELED = "CANCELED"
+CANCELED_OCO = "OCO"  # the other order of a one-cancels-the-other list filled
 UNKNOWN_ORDER = "Unknown order sent."  # Binance -2011
 
 
@@ -337,6 +351,7 @@ class Broker:
         self._seq = 0
         self._orders: dict[int, Order] = {}  # latest value of every order not yet terminal
         self._resting: dict[str, list[_Resting]] = {}  # per symbol, in priority order
+        self._stops: dict[str, list[_Arrival]] = {}  # untriggered stop orders per symbol, oldest first
         self._consumed: dict[str, dict[tuple[int, int], int]] = {}  # symbol -> (book side, price) -> lots
         self._markouts: list[tuple[int, int, _PendingMarkout]] = []  # (due_ns, fill_id, ...) heap
         self._fill_id = 0
@@ -351,6 +366,10 @@ class Broker:
 
     def resting(self, symbol: str) -> list[Order]:
         return [r.order for r in self._resting.get(symbol, ())]
+
+    def stops(self, symbol: str) -> list[Order]:
+        """Untriggered stop orders resting at the venue."""
+        return [a.order for a in self._stops.get(symbol, ())]
 
     def queue_ahead(self, order_id: int) -> float | None:
         for rs in self._resting.values():
@@ -487,8 +506,38 @@ class Broker:
         ts = trade.recv_ns
         out = self.advance(ts) if self._pending or self._markouts else []
         resting = self._resting.get(trade.symbol)
-        if not resting:
-            return out
+        if resting:
+            self._trade_fills(trade, resting, ts, out)
+        if self._stops.get(trade.symbol):
+            self._trigger_stops(trade, ts, out)
+        return out
+
+    def _trigger_stops(self, trade: Trade, ts: int, out: list[BrokerOutput]) -> None:
+        """Stops the trade reached become market orders on the book held now."""
+        stops = self._stops[trade.symbol]
+        price = trade.price
+        hit = [
+            a
+            for a in stops
+            if (a.order.stop_price or 0) * a.order.side <= price * a.order.side  # buy: >=, sell: <=
+        ]
+        if not hit:
+            return
+        self._stops[trade.symbol] = [a for a in stops if a not in hit]
+        book = self._books.get(trade.symbol)
+        for a in hit:
+            order = self._orders.get(a.order.order_id)
+            if order is None or order.is_terminal:
+                continue  # cancelled (OCO) by an earlier stop of this same trade
+            mid2 = book.mid2() if book is not None else None
+            if book is None or mid2 is None:
+                self._update(cancel(order, EXPIRED_NO_BOOK), ts, "expired", out)
+                continue
+            order, hit_bound = self._take(order, book, mid2 / 2, a.latency_ns, ts, out)
+            if not order.is_terminal:
+                self._update(cancel(order, EXPIRED_PROTECTION if hit_bound else EXPIRED), ts, "expired", out)
+
+    def _trade_fills(self, trade: Trade, resting: list[_Resting], ts: int, out: list[BrokerOutput]) -> None:
         left = trade.qty
         seller_aggressor = trade.buyer_is_maker
         book = self._books.get(trade.symbol)
@@ -519,7 +568,6 @@ class Broker:
                 done = done or r.order.is_terminal
         if done:
             self._resting[trade.symbol] = [r for r in resting if not r.order.is_terminal]
-        return out
 
     # --- internals -----------------------------------------------------------------------------------
     def _schedule(self, due: int, action: _Arrival | _CancelReq) -> None:
@@ -549,12 +597,28 @@ class Broker:
 
     def _finish(self, old: Order, new: Order, ts: int, event: str, out: list[BrokerOutput]) -> None:
         self._update(new, ts, event, out)
+        oid = old.order_id
         resting = self._resting.get(old.symbol)
         if resting:
-            self._resting[old.symbol] = [r for r in resting if r.order.order_id != old.order_id]
+            for r in resting:
+                if r.order.order_id == oid:
+                    r.order = new  # a loop walking the old list sees it is done
+            self._resting[old.symbol] = [r for r in resting if r.order.order_id != oid]
+        stops = self._stops.get(old.symbol)
+        if stops:
+            self._stops[old.symbol] = [a for a in stops if a.order.order_id != oid]
+
+    def _cancel_oco(self, filled: Order, ts: int, out: list[BrokerOutput]) -> None:
+        """The first fill of an OCO list cancels its other orders, at the venue, at once."""
+        for other in [
+            o for o in self._orders.values() if o.oco == filled.oco and o.order_id != filled.order_id
+        ]:
+            self._finish(other, cancel(other, CANCELED_OCO), ts, "cancelled", out)
 
     def _arrive(self, a: _Arrival, ts: int, out: list[BrokerOutput]) -> None:
         order = a.order
+        if order.order_id not in self._orders:
+            return  # cancelled in flight (its OCO sibling filled first)
         book = self._books.get(order.symbol)
         mid2 = book.mid2() if book is not None else None
         reason = a.reject_reason
@@ -565,12 +629,18 @@ class Broker:
             inst = book.instrument
             if order.price is not None:
                 notional = inst.notional(order.price, order.qty)
+            elif order.stop_price is not None:
+                notional = inst.notional(order.stop_price, order.qty)
             else:
                 notional = inst.notional(mid2, order.qty) // 2
-            if notional < inst.min_notional_money:
+            # USD-M waives the filter for reduce-only orders ("unless you choose reduce only").
+            exempt = order.reduce_only and inst.market is Market.USDM
+            if notional < inst.min_notional_money and not exempt:
                 reason = REJECT_MIN_NOTIONAL
             elif order.tif is TimeInForce.GTX and self._would_take(order, book):
                 reason = REJECT_GTX
+            elif order.type is OrderType.STOP_MARKET and self._would_trigger(order, book):
+                reason = REJECT_STOP_TRIGGER
         if reason is not None:
             self.stats.rejected += 1
             if book is not None:
@@ -580,6 +650,9 @@ class Broker:
         assert book is not None and mid2 is not None
         decision_mid = a.decision_mid if a.decision_mid is not None else mid2 / 2
         self._update(order, ts, "accepted", out)
+        if order.type is OrderType.STOP_MARKET:  # armed, untriggered: waits for a trade
+            self._stops.setdefault(order.symbol, []).append(_Arrival(order, decision_mid, a.latency_ns))
+            return
         order, hit_bound = self._take(order, book, decision_mid, a.latency_ns, ts, out)
         if order.is_terminal:
             return
@@ -606,6 +679,17 @@ class Broker:
             if len(levels) < n:
                 return
             start, n = len(levels), n * 4
+
+    @staticmethod
+    def _would_trigger(order: Order, book: Book) -> bool:
+        """The market is already at or through the trigger (judged on the touch the stop would hit)."""
+        stop = order.stop_price
+        assert stop is not None
+        if order.side is Side.SELL:
+            bid = book.best_bid()
+            return bid is not None and bid[0] <= stop
+        ask = book.best_ask()
+        return ask is not None and ask[0] >= stop
 
     def _would_take(self, order: Order, book: Book) -> bool:
         book_side = -order.side  # a buy meets the asks (-1)
@@ -731,6 +815,8 @@ class Broker:
         new = fill(order, qty)
         out.append(f)
         self._update(new, ts, "fill", out)
+        if new.oco and order.filled_qty == 0:
+            self._cancel_oco(new, ts, out)
         st = self.stats
         st.fills += 1
         if maker:

@@ -8,6 +8,15 @@ Invariants:
 - `0 < filled_qty < qty` for `PartiallyFilled`; a fill beyond the order's quantity is refused.
 - Prices and quantities are integer ticks and lots; quantities are strictly positive, limit prices too
   (a non-int price, e.g. 100.5 ticks, is off the tick grid and refused; bools are not quantities).
+- Every `Order` and status checks itself on construction (`__post_init__`, a few type/int comparisons),
+  so a row read back from the database or a hand-built value cannot hold an impossible state: the
+  order's quantity and prices as above (a `Denied` order is exempt: it records the refused intent as
+  asked), `PartiallyFilled` strictly between 0 and the quantity, `Filled` equal to it, `Cancelled`
+  below it, nothing filled for `Pending`, `Rejected` and `Denied`. Violations raise `InvalidOrder`.
+- `STOP_MARKET` (Binance's STOP_LOSS / STOP_MARKET) has no limit price and a trigger `stop_price`: it
+  rests untriggered at the venue and becomes a market order when a trade prints at or through it.
+  `reduce_only` orders may only shrink a position; `oco` > 0 links orders where a fill of one cancels
+  the others (Binance's OCO list: a stop-loss and a take-profit protecting one position).
 - `TRANSITIONS` is the state machine as data, shared with the offline checker.
 - Orders are frozen values: a transition returns a new `Order`, so history is a list of values.
 """
@@ -20,6 +29,10 @@ from enum import Enum, StrEnum
 
 class IllegalTransition(ValueError):
     """A move the order state machine does not allow."""
+
+
+class InvalidOrder(IllegalTransition):
+    """An order or status value that cannot exist (built directly, e.g. from a database row)."""
 
 
 class Side(int, Enum):
@@ -36,6 +49,7 @@ class Side(int, Enum):
 class OrderType(StrEnum):
     LIMIT = "LIMIT"
     MARKET = "MARKET"
+    STOP_MARKET = "STOP_MARKET"  # a market order armed at `stop_price` (Binance STOP_LOSS / STOP_MARKET)
 
 
 class TimeInForce(StrEnum):
@@ -44,27 +58,51 @@ class TimeInForce(StrEnum):
     GTX = "GTX"  # post-only: rejected if it would take liquidity
 
 
+def _lots(value: object, low: int, what: str) -> None:
+    if type(value) is not int or value < low:
+        raise InvalidOrder(f"{what} must be an integer number of lots >= {low}, got {value!r}")
+
+
+def _reason(value: object, what: str) -> None:
+    if type(value) is not str:
+        raise InvalidOrder(f"{what} reason must be a string, got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
     """Accepted by risk, sent to (or resting at) the venue, nothing filled yet."""
 
     filled_qty: int = 0
 
+    def __post_init__(self) -> None:
+        if self.filled_qty != 0 or type(self.filled_qty) is not int:
+            raise InvalidOrder(f"a Pending order has filled nothing, got filled_qty={self.filled_qty!r}")
+
 
 @dataclass(frozen=True, slots=True)
 class PartiallyFilled:
     filled_qty: int
+
+    def __post_init__(self) -> None:
+        _lots(self.filled_qty, 1, "PartiallyFilled.filled_qty")
 
 
 @dataclass(frozen=True, slots=True)
 class Filled:
     filled_qty: int
 
+    def __post_init__(self) -> None:
+        _lots(self.filled_qty, 1, "Filled.filled_qty")
+
 
 @dataclass(frozen=True, slots=True)
 class Cancelled:
     filled_qty: int
     reason: str
+
+    def __post_init__(self) -> None:
+        _lots(self.filled_qty, 0, "Cancelled.filled_qty")
+        _reason(self.reason, "Cancelled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +112,11 @@ class Rejected:
     reason: str
     filled_qty: int = 0
 
+    def __post_init__(self) -> None:
+        _reason(self.reason, "Rejected")
+        if self.filled_qty != 0 or type(self.filled_qty) is not int:
+            raise InvalidOrder(f"a Rejected order filled nothing, got filled_qty={self.filled_qty!r}")
+
 
 @dataclass(frozen=True, slots=True)
 class Denied:
@@ -81,6 +124,11 @@ class Denied:
 
     reason: str
     filled_qty: int = 0
+
+    def __post_init__(self) -> None:
+        _reason(self.reason, "Denied")
+        if self.filled_qty != 0 or type(self.filled_qty) is not int:
+            raise InvalidOrder(f"a Denied order filled nothing, got filled_qty={self.filled_qty!r}")
 
 
 OrderStatus = Pending | PartiallyFilled | Filled | Cancelled | Rejected | Denied
@@ -118,7 +166,57 @@ class Order:
     price: int | None
     created_ns: int
     status: OrderStatus = Pending()
-    tag: str = ""  # who asked for it: "strategy", "exit", "script", "flatten"
+    tag: str = ""  # who asked for it: "strategy", "exit", "script", "flatten", "protect:..."
+    stop_price: int | None = None  # STOP_MARKET only: the trigger, ticks
+    reduce_only: bool = False
+    oco: int = 0  # > 0: one-cancels-the-other list id shared with the sibling order(s)
+
+    def __post_init__(self) -> None:
+        """Refuse values no transition could produce; cheap (runs on every transition)."""
+        status = self.status
+        kind = type(status)
+        if kind is Denied:
+            return  # the refused intent is recorded as it was asked, whatever it held
+        qty = self.qty
+        if type(qty) is not int or qty <= 0:
+            raise InvalidOrder(
+                f"order {self.order_id}: quantity must be a positive number of lots, got {qty!r}"
+            )
+        if type(self.side) is not Side or type(self.tif) is not TimeInForce:
+            raise InvalidOrder(f"order {self.order_id}: unknown side or time in force")
+        otype, price, stop = self.type, self.price, self.stop_price
+        if otype is OrderType.LIMIT:
+            if type(price) is not int or price <= 0:
+                raise InvalidOrder(
+                    f"order {self.order_id}: a LIMIT price must be positive ticks, got {price!r}"
+                )
+        elif otype is OrderType.MARKET or otype is OrderType.STOP_MARKET:
+            if price is not None:
+                raise InvalidOrder(f"order {self.order_id}: a {otype} order has no limit price")
+        else:
+            raise InvalidOrder(f"order {self.order_id}: unknown order type {otype!r}")
+        if otype is OrderType.STOP_MARKET:
+            if type(stop) is not int or stop <= 0:
+                raise InvalidOrder(
+                    f"order {self.order_id}: a stop price must be positive ticks, got {stop!r}"
+                )
+        elif stop is not None:
+            raise InvalidOrder(f"order {self.order_id}: only a STOP_MARKET order has a stop price")
+        filled = status.filled_qty
+        if kind is PartiallyFilled:
+            ok = filled < qty
+        elif kind is Filled:
+            ok = filled == qty
+        elif kind is Cancelled:
+            ok = filled < qty
+        elif kind is Pending or kind is Rejected:
+            ok = True  # their own checks hold filled at 0
+        else:
+            raise InvalidOrder(f"order {self.order_id}: unknown status {status!r}")
+        if not ok:
+            raise InvalidOrder(
+                f"order {self.order_id}: {kind.__name__} with filled_qty {filled} of quantity {qty}"
+            )
 
     @property
     def filled_qty(self) -> int:
@@ -152,6 +250,10 @@ def new_order(
     price: int | None,
     created_ns: int,
     tag: str = "",
+    *,
+    stop_price: int | None = None,
+    reduce_only: bool = False,
+    oco: int = 0,
 ) -> Order:
     """Build a Pending order, refusing quantities and prices that cannot exist.
 
@@ -167,9 +269,28 @@ def new_order(
             raise IllegalTransition(f"limit price must be a positive number of ticks, got {price!r}")
     elif price is not None:
         raise IllegalTransition("a market order has no price")
-    if type is OrderType.MARKET and tif is TimeInForce.GTX:
+    if type is not OrderType.LIMIT and tif is TimeInForce.GTX:
         raise IllegalTransition("a market order cannot be post-only")
-    return Order(order_id, symbol, side, type, tif, qty, price, created_ns, Pending(), tag)
+    if type is OrderType.STOP_MARKET:
+        if not _positive_int(stop_price):
+            raise IllegalTransition(f"stop price must be a positive number of ticks, got {stop_price!r}")
+    elif stop_price is not None:
+        raise IllegalTransition("only a STOP_MARKET order has a stop price")
+    return Order(
+        order_id,
+        symbol,
+        side,
+        type,
+        tif,
+        qty,
+        price,
+        created_ns,
+        Pending(),
+        tag,
+        stop_price,
+        reduce_only,
+        oco,
+    )
 
 
 def denied_order(
@@ -183,9 +304,27 @@ def denied_order(
     created_ns: int,
     reason: str,
     tag: str = "",
+    *,
+    stop_price: int | None = None,
+    reduce_only: bool = False,
+    oco: int = 0,
 ) -> Order:
     """An intent the risk engine refused, recorded as an order so it is visible and persisted."""
-    return Order(order_id, symbol, side, type, tif, qty, price, created_ns, Denied(reason), tag)
+    return Order(
+        order_id,
+        symbol,
+        side,
+        type,
+        tif,
+        qty,
+        price,
+        created_ns,
+        Denied(reason),
+        tag,
+        stop_price,
+        reduce_only,
+        oco,
+    )
 
 
 def _require_open(order: Order, action: str) -> None:

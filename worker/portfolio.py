@@ -23,7 +23,8 @@ Design and invariants:
 - Fees: in quote money; a fee charged in the base asset is valued at the fill price (half-even, as the
   store does); a fee in another asset (BNB) has no price here and is counted in `unpriced_fees` only.
 - Open orders are tracked (remaining lots per side, quote reserved by spot buys) so risk limits hold
-  for the worst case where everything resting fills.
+  for the worst case where everything resting fills. The orders of one OCO list (`Order.oco`) count
+  once, as their largest remainder: at most one of them can execute.
 """
 
 from __future__ import annotations
@@ -192,8 +193,9 @@ class Portfolio:
         self.peak_equity = starting_cash
         self.max_drawdown = 0
         self._funding_seen: set[tuple[str, int]] = set()
-        # open orders: id -> (symbol, side, remaining lots, reserved spot quote)
-        self._open: dict[int, tuple[str, int, int, int]] = {}
+        # open orders: id -> (symbol, side, remaining lots, reserved spot quote, oco list id)
+        self._open: dict[int, tuple[str, int, int, int, int]] = {}
+        self._oco: dict[int, dict[int, int]] = {}  # oco list id -> {order id: remaining lots}
         self._open_buy: dict[str, int] = {}
         self._open_sell: dict[str, int] = {}
         self._reserved_quote = 0
@@ -400,18 +402,37 @@ class Portfolio:
                 pos = self.positions[order.symbol]
                 price = pos.ask or 0
             reserved = inst.notional(price, remaining)
-        self._open[order.order_id] = (order.symbol, int(order.side), remaining, reserved)
-        book = self._open_buy if order.side is Side.BUY else self._open_sell
-        book[order.symbol] = book.get(order.symbol, 0) + remaining
+        self._add_open(order.order_id, order.symbol, int(order.side), remaining, reserved, order.oco)
+
+    def _add_open(
+        self, order_id: int, symbol: str, side: int, remaining: int, reserved: int, oco: int
+    ) -> None:
+        self._open[order_id] = (symbol, side, remaining, reserved, oco)
+        added = remaining
+        if oco:  # the list counts as its largest remainder
+            group = self._oco.setdefault(oco, {})
+            before = max(group.values(), default=0)
+            group[order_id] = remaining
+            added = max(before, remaining) - before
+        book = self._open_buy if side > 0 else self._open_sell
+        book[symbol] = book.get(symbol, 0) + added
         self._reserved_quote += reserved
 
     def _drop_open(self, order_id: int) -> None:
         held = self._open.pop(order_id, None)
         if held is None:
             return
-        symbol, side, remaining, reserved = held
+        symbol, side, remaining, reserved, oco = held
+        removed = remaining
+        if oco:
+            group = self._oco[oco]
+            before = max(group.values())
+            del group[order_id]
+            removed = before - max(group.values(), default=0)
+            if not group:
+                del self._oco[oco]
         book = self._open_buy if side > 0 else self._open_sell
-        left = book.get(symbol, 0) - remaining
+        left = book.get(symbol, 0) - removed
         if left:
             book[symbol] = left
         else:
@@ -423,15 +444,11 @@ class Portfolio:
         held = self._open.get(order_id)
         if held is None:
             return
-        symbol, side, remaining, reserved = held
+        symbol, side, remaining, reserved, oco = held
         self._drop_open(order_id)
         left = remaining - qty
         if left > 0:
-            part = reserved * left // remaining
-            self._open[order_id] = (symbol, side, left, part)
-            book = self._open_buy if side > 0 else self._open_sell
-            book[symbol] = book.get(symbol, 0) + left
-            self._reserved_quote += part
+            self._add_open(order_id, symbol, side, left, reserved * left // remaining, oco)
 
     def open_order_ids(self) -> list[int]:
         return sorted(self._open)

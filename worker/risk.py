@@ -68,6 +68,7 @@ UNKNOWN_SYMBOL = "unknown_symbol"
 INVALID_QTY = "invalid_qty"
 INVALID_PRICE = "invalid_price"  # PRICE_FILTER: not a positive whole number of ticks
 INVALID_ORDER = "invalid_order"  # side/type/tif that cannot be sent
+STOP_WOULD_TRIGGER = "stop_would_trigger"  # a stop already reached by the market
 NO_BOOK = "no_book"
 PRICE_BAND = "price_band"
 MIN_NOTIONAL = "min_notional"
@@ -122,6 +123,8 @@ class OrderIntent:
     ts_ns: int
     tag: str = ""
     reduce_only: bool = False
+    stop_price: int | None = None  # STOP_MARKET: the trigger (ticks)
+    oco: int = 0  # one-cancels-the-other list id (see worker.orders)
 
 
 @dataclass(frozen=True, slots=True)
@@ -771,10 +774,21 @@ class RiskEngine:
         if not isinstance(side, Side) or intent.type not in _TYPES or intent.tif not in _TIFS:
             return Denied(INVALID_ORDER), market
         price = intent.price
-        if intent.type is OrderType.LIMIT:
+        otype = intent.type
+        if otype is OrderType.LIMIT:
             if not isinstance(price, int) or isinstance(price, bool) or price <= 0:
                 return Denied(INVALID_PRICE), market
+            if intent.stop_price is not None:
+                return Denied(INVALID_ORDER), market
         elif price is not None or intent.tif is TimeInForce.GTX:
+            return Denied(INVALID_ORDER), market
+        elif otype is OrderType.STOP_MARKET:
+            stop = intent.stop_price
+            if not isinstance(stop, int) or isinstance(stop, bool) or stop <= 0:
+                return Denied(INVALID_PRICE), market
+            if not intent.reduce_only:  # stops exist here only as protective exits
+                return Denied(INVALID_ORDER), market
+        elif intent.stop_price is not None:
             return Denied(INVALID_ORDER), market
         # Breakers first, on current equity, so a check never passes on a stale state (skipped when
         # `update` already saw this very equity at this very time).
@@ -789,8 +803,12 @@ class RiskEngine:
         if book_top is None:
             return Denied(NO_BOOK), market
         bid, ask = book_top
-        if intent.type is OrderType.MARKET:
+        if otype is OrderType.MARKET:
             ref = ask if side is Side.BUY else bid
+        elif otype is OrderType.STOP_MARKET:
+            ref = intent.stop_price
+            if (side is Side.SELL and ref >= bid) or (side is Side.BUY and ref <= ask):
+                return Denied(STOP_WOULD_TRIGGER), market
         else:
             ref = price
             band = lim.max_price_deviation_bps
@@ -907,7 +925,23 @@ def order_for(intent: OrderIntent, decision: Decision, order_id: int) -> Order:
             intent.ts_ns,
             decision.reason,
             intent.tag,
+            stop_price=intent.stop_price,
+            reduce_only=intent.reduce_only,
+            oco=intent.oco,
         )
     qty = decision.new_qty if isinstance(decision, Adjusted) else intent.qty
     i = intent
-    return new_order(order_id, i.symbol, i.side, i.type, i.tif, qty, i.price, i.ts_ns, i.tag)
+    return new_order(
+        order_id,
+        i.symbol,
+        i.side,
+        i.type,
+        i.tif,
+        qty,
+        i.price,
+        i.ts_ns,
+        i.tag,
+        stop_price=i.stop_price,
+        reduce_only=i.reduce_only,
+        oco=i.oco,
+    )

@@ -123,6 +123,11 @@ class TradingConfig:
     sample_interval_s: int = 1
     pause_lead_s: int = 300  # cancel resting orders this long before a Shabbat / Yom Tov window
     flatten_before_pause: bool = True  # else hold positions through the window
+    # Hold mode: each open position gets a reduce-only stop-loss (STOP_MARKET) and take-profit (LIMIT
+    # GTC), one cancelling the other, this far from the exit-side price at the lead time.
+    protect_positions: bool = True
+    protect_stop_bps: int = 100
+    protect_take_profit_bps: int = 200
     strategy_enabled: bool = True
 
     def validate(self) -> TradingConfig:
@@ -135,10 +140,15 @@ class TradingConfig:
             ("maker_ttl_ms", 1),
             ("sample_interval_s", 1),
             ("pause_lead_s", 0),
+            ("protect_stop_bps", 1),
+            ("protect_take_profit_bps", 1),
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"trading.{name}", f"an integer >= {low}, got {value!r}")
+        for name in ("protect_stop_bps", "protect_take_profit_bps"):
+            if getattr(self, name) >= 10_000:
+                raise ConfigError(f"trading.{name}", f"an integer in [1, 9999], got {getattr(self, name)!r}")
         return self
 
 
@@ -185,6 +195,12 @@ class Trader:
         }
         self.portfolio = Portfolio(by_symbol, int(self.config.starting_cash * MONEY_SCALE))
         self.risk = RiskEngine(risk or RiskConfig(), by_symbol)
+        band = self.risk.limits.max_price_deviation_bps
+        if self.config.protect_positions and band is not None and self.config.protect_take_profit_bps >= band:
+            raise ConfigError(
+                "trading.protect_take_profit_bps",
+                f"< risk.max_price_deviation_bps ({band}): a take-profit that far would be denied",
+            )
         self.broker = Broker(broker)
         self.calendar = calendar
         self.schedule = sorted(schedule or (), key=lambda row: row.t_ms)
@@ -196,6 +212,9 @@ class Trader:
         self._paused_until: int | None = None
         self._calendar_due = 0  # event time of the next calendar boundary worth looking at
         self._prepared_for: int | None = None  # window start we already cancelled / flattened for
+        self._protect_pending = False  # hold mode, lead time: positions still waiting for their exits
+        self._protective: dict[int, str] = {}  # protective exit order id -> symbol (while open)
+        self._next_oco = 1
         self.signals = 0
         self.incidents = 0
 
@@ -205,6 +224,8 @@ class Trader:
         self._absorb(self.broker.advance(ts_ns), ts_ns, out)
         self._run_cancels(ts_ns, out)
         self._calendar(ts_ns, out)
+        if self._protect_pending:
+            self._protect(ts_ns, out)
         if ts_ns >= self._next_sample_ns:
             self._sample(ts_ns, out)
 
@@ -333,6 +354,8 @@ class Trader:
                 state = self.symbols.get(order.symbol)
                 if state is not None and order.is_terminal:
                     state.working.discard(order.order_id)
+                    if order.oco:
+                        self._protective.pop(order.order_id, None)
             elif kind is CancelRejected or kind is Markout:
                 pass
             out.append(item)
@@ -416,6 +439,11 @@ class Trader:
         `as_written` (qty, price as decimals) sends a scripted order exactly as written, so one that is
         off the lot or tick grid reaches the venue and is `Rejected` there with Binance's reason. When
         risk cut its size (`Adjusted`), the cut quantity is what goes out."""
+        intent, order, top = self._check(intent)
+        return self._dispatch(intent, order, top, signal, out, as_written)
+
+    def _check(self, intent: OrderIntent) -> tuple[OrderIntent, Order, tuple[int, int] | None]:
+        """Risk's decision on an intent, as the order it leads to (Pending or Denied) and the top used."""
         state = self.symbols.get(intent.symbol)
         book = state.book if state is not None else None
         top = None
@@ -426,6 +454,19 @@ class Trader:
         decision = self.risk.check(intent, self.portfolio, top, intent.ts_ns)
         order = order_for(intent, decision, self._next_order_id)
         self._next_order_id += 1
+        return intent, order, top
+
+    def _dispatch(
+        self,
+        intent: OrderIntent,
+        order: Order,
+        top: tuple[int, int] | None,
+        signal: Signal | None,
+        out: list,
+        as_written: tuple[Decimal, Decimal | None] | None = None,
+    ) -> Order:
+        """Record the decision; book and send an order that passed."""
+        state = self.symbols.get(intent.symbol)
         out.extend(self.risk.drain())
         out.append(OrderUpdate(order, intent.ts_ns, "denied" if order.is_terminal else "new"))
         if order.is_terminal:
@@ -524,6 +565,9 @@ class Trader:
                 self.risk.clear_pause(ts_ns, "havdalah")
                 self.risk.clear_lead(ts_ns, "havdalah")
                 self._paused_until = None
+                self._protect_pending = False
+                for order_id in list(self._protective):  # the strategy manages the position again
+                    self._absorb(self.broker.cancel(order_id, ts_ns, "havdalah"), ts_ns, out)
                 out.append(PauseChange(ts_ns, False, _holy_days(change.window), None))
                 out.extend(self.risk.drain())
         if self._paused_until is not None:
@@ -545,6 +589,15 @@ class Trader:
             self._cancel_resting(ts_ns, out)
             if self.config.flatten_before_pause:
                 self._flatten_open(ts_ns, out)
+        if self._protect_pending:
+            self._protect(ts_ns, out)  # the last chance: the window denies new orders
+            self._protect_pending = False
+            protected = set(self._protective.values())
+            for sym, p in sorted(self.portfolio.positions.items()):
+                if p.qty and sym not in protected:
+                    self._incident(
+                        ts_ns, "unprotected_position", f"{sym}: {p.qty} lots held without exits", out
+                    )
         self.risk.set_pause(SHABBAT, ts_ns)
         self._paused_until = window.end_ns if window is not None else None
         out.append(PauseChange(ts_ns, True, _holy_days(window), self._paused_until))
@@ -555,13 +608,70 @@ class Trader:
         orders are cancelled and, in flatten mode, positions are closed."""
         self.risk.set_lead(SHABBAT_LEAD, ts_ns)
         out.extend(self.risk.drain())
-        self._cancel_resting(ts_ns, out)
+        self._cancel_resting(ts_ns, out, keep_protective=False)
         if self.config.flatten_before_pause:
             self._flatten_open(ts_ns, out)
+        elif self.config.protect_positions:
+            self._protect_pending = True
+            self._protect(ts_ns, out)
 
-    def _cancel_resting(self, ts_ns: int, out: list) -> None:
+    def _cancel_resting(self, ts_ns: int, out: list, keep_protective: bool = True) -> None:
+        protective = self._protective if keep_protective else {}
         for order in self.broker.open_orders():
-            self._absorb(self.broker.cancel(order.order_id, ts_ns, SHABBAT), ts_ns, out)
+            if order.order_id not in protective:
+                self._absorb(self.broker.cancel(order.order_id, ts_ns, SHABBAT), ts_ns, out)
+
+    def _protect(self, ts_ns: int, out: list) -> None:
+        """Hold mode: give each open position a stop-loss and a take-profit (one OCO list), once the
+        symbol has no other order working (the cancels sent at the lead time have landed), so the
+        exits are sized to the position that will be held."""
+        pending = False
+        protected = set(self._protective.values())
+        for sym, state in self.symbols.items():
+            qty = self.portfolio.qty(sym)
+            if not qty or sym in protected:
+                continue
+            if state.working or state.book is None:
+                pending = True
+                continue
+            bid, ask = state.book.best_bid(), state.book.best_ask()
+            if bid is None or ask is None:
+                pending = True
+                continue
+            self._place_exits(state, qty, bid[0], ask[0], ts_ns, out)
+        self._protect_pending = pending
+
+    def _place_exits(self, state: _SymbolState, qty: int, bid: int, ask: int, ts_ns: int, out: list) -> None:
+        cfg = self.config
+        long = qty > 0
+        side = Side.SELL if long else Side.BUY
+        ref = bid if long else ask  # the side the position would exit on
+        stop_gap = max(1, ref * cfg.protect_stop_bps // 10_000)
+        take_gap = max(1, ref * cfg.protect_take_profit_bps // 10_000)
+        sign = 1 if long else -1
+        stop_price = ref - sign * stop_gap
+        take_price = ref + sign * take_gap
+        if stop_price <= 0 or take_price <= 0:
+            self._incident(
+                ts_ns, "unprotected_position", f"{state.instrument.symbol}: no valid exit price", out
+            )
+            return
+        oco, self._next_oco = self._next_oco, self._next_oco + 1
+        sym, lots = state.instrument.symbol, abs(qty)
+        stop = OrderIntent(
+            sym, side, OrderType.STOP_MARKET, TimeInForce.GTC, lots, None, ts_ns, "protect:stop_loss", True,
+            stop_price, oco,
+        )  # fmt: skip
+        take = OrderIntent(
+            sym, side, OrderType.LIMIT, TimeInForce.GTC, lots, take_price, ts_ns, "protect:take_profit", True,
+            None, oco,
+        )  # fmt: skip
+        # Both are checked before either is booked: the list counts once against the position.
+        checked = [self._check(intent) for intent in (stop, take)]
+        for intent, order, top in checked:
+            if not order.is_terminal:
+                self._protective[order.order_id] = sym
+            self._dispatch(intent, order, top, None, out)
 
     def _flatten_open(self, ts_ns: int, out: list) -> None:
         """Reduce-only market orders for what open positions are not already being closed by."""
