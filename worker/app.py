@@ -11,7 +11,8 @@ Design and invariants:
   (`notify.ErrorNotes`: one per place and exception type per cooldown, repeats counted).
 - Start order (`Worker.start`): logging with secrets redacted -> configuration (`worker.config`) -> the
   database checked before any network (newer schema, corrupt file, read-only volume: exit 1, file
-  untouched) -> instruments from exchangeInfo -> risk limits compiled against them -> engine -> store
+  untouched; a file holding replay runs, whose fills would become live positions: exit 2) ->
+  instruments from exchangeInfo -> risk limits compiled against them -> engine -> store
   opened, run recorded, state recovered (open orders cancelled `restart`, `engine.restore(state, ts_ns)`)
   -> feed socket, Telegram, health endpoint, heartbeat -> stream. Anything failing on the way closes
   what was opened and exits non-zero with one clear log line.
@@ -55,7 +56,7 @@ from worker.notify import AlertSink, Notifier
 from worker.publish import FeedSink, Publisher
 from worker.shell import StorageLagGate
 from worker.store.adapt import StoreAdapter, StoreSink
-from worker.store.db import StoreError
+from worker.store.db import MixedRunsError, StoreError
 from worker.store.records import OperatorActionApplied, SystemEvent
 from worker.store.recovery import RecoveredState
 from worker.store.writer import StoreWriter
@@ -554,6 +555,9 @@ def main(args: argparse.Namespace) -> int:
         return asyncio.run(serve(cfg))
     except ConfigError as exc:
         log.error("%s", exc)
+        return 2
+    except MixedRunsError as exc:  # a usage error, like a bad flag: the file is fine, just not for live
+        log.error("cannot start: %s", exc)
         return 2
     except (StoreError, RestError) as exc:  # store unusable or exchangeInfo unreachable: nothing to run on
         log.error("cannot start: %s", exc)

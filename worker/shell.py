@@ -95,9 +95,23 @@ def make_engine(
 
 
 def preflight(path: str | os.PathLike[str]) -> None:
-    """Refuse an unusable database before the network is touched (exchangeInfo, streams)."""
+    """Refuse an unusable database before the network is touched (exchangeInfo, streams).
+
+    A live worker also refuses a file that holds replay runs: it rebuilds its portfolio from EVERY fill in
+    the file, so a replay's fills would become live positions (`run` and `replay` both default to
+    ./quantumflow.db). Raises `db.MixedRunsError` naming the runs and what to do instead."""
     conn = db.open_writer_sync(path)
-    conn.close()
+    try:
+        rows = conn.execute("SELECT run_id FROM runs WHERE mode = 'replay' ORDER BY run_id").fetchall()
+    finally:
+        conn.close()
+    if rows:
+        ids = ", ".join(str(r[0]) for r in rows[:10]) + (", ..." if len(rows) > 10 else "")
+        raise db.MixedRunsError(
+            f"{path} holds {len(rows)} replay run(s) (run id {ids}); a live worker rebuilds its portfolio "
+            "from every fill in the file, so it refuses it: give the live worker its own database "
+            "(--db PATH or $QF_DB) and replays another (python -m worker replay ... --db OTHER)"
+        )
 
 
 async def open_store(

@@ -36,6 +36,10 @@ class StoreError(RuntimeError):
     """The database cannot be used; the message says why and what was (not) touched."""
 
 
+class MixedRunsError(StoreError):
+    """The file holds runs of the other kind (a live worker on a replay's file): a usage error (exit 2)."""
+
+
 def _writable_or_raise(path: Path) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.exists():
