@@ -40,7 +40,15 @@ from worker.features import FeatureConfig, Features, FeatureVector
 from worker.instruments import MONEY_SCALE, Instrument
 from worker.orders import Fill, Order, OrderType, Side, TimeInForce
 from worker.portfolio import FundingPayment, FundingRate, ImpossibleFill, Portfolio, rebuild_from_fills
-from worker.risk import SCRIPT_TAG_PREFIX, OrderIntent, RiskConfig, RiskEngine, order_for
+from worker.risk import (
+    FLATTEN_TAG,
+    SCRIPT_TAG_PREFIX,
+    OrderIntent,
+    RiskConfig,
+    RiskEngine,
+    TradingState,
+    order_for,
+)
 from worker.strategy import Signal, SignalKind, Strategy, StrategyConfig
 
 NS = 1_000_000_000
@@ -215,6 +223,8 @@ class Trader:
         self._protect_pending = False  # hold mode, lead time: positions still waiting for their exits
         self._protective: dict[int, str] = {}  # protective exit order id -> symbol (while open)
         self._next_oco = 1
+        self._flatten_due: dict[str, int] = {}  # symbol -> event time of the next flatten retry (HALTED)
+        self._halt_cancels: set[int] = set()  # orders already asked to cancel because trading HALTED
         self.signals = 0
         self.incidents = 0
 
@@ -226,6 +236,9 @@ class Trader:
         self._calendar(ts_ns, out)
         if self._protect_pending:
             self._protect(ts_ns, out)
+        risk = self.risk
+        if risk.state is TradingState.HALTED and risk.limits.flatten_on_halt:
+            self._retry_flatten(ts_ns, out)
         if ts_ns >= self._next_sample_ns:
             self._sample(ts_ns, out)
 
@@ -368,7 +381,37 @@ class Trader:
         flatten = risk.take_flatten()
         out.extend(risk.drain())
         for intent in flatten:
+            self._flatten_due[intent.symbol] = ts_ns + NS
             self._send(intent, None, out)
+        if risk.state is TradingState.HALTED and risk.limits.flatten_on_halt:
+            self._retry_flatten(ts_ns, out)
+
+    def _retry_flatten(self, ts_ns: int, out: list) -> None:
+        """HALTED with flatten_on_halt: keep closing what is still open. A flatten may be denied (no book
+        while resyncing, a rate limit) or fill only partly (thin book, price protection); at most one
+        reduce-only flatten per symbol per second of event time, after cancelling any other order on
+        the symbol (a resting exit would otherwise hold the lots a flatten needs)."""
+        portfolio = self.portfolio
+        for sym, position in portfolio.positions.items():
+            qty = position.qty
+            if not qty or ts_ns < self._flatten_due.get(sym, 0):
+                continue
+            self._flatten_due[sym] = ts_ns + NS
+            for order in self.broker.open_orders():
+                if (
+                    order.symbol == sym
+                    and order.tag != FLATTEN_TAG
+                    and order.order_id not in self._halt_cancels
+                ):
+                    self._halt_cancels.add(order.order_id)
+                    self._absorb(self.broker.cancel(order.order_id, ts_ns, "halted"), ts_ns, out)
+            side = Side.SELL if qty > 0 else Side.BUY
+            left = abs(qty) - (portfolio.open_sell_qty(sym) if qty > 0 else portfolio.open_buy_qty(sym))
+            if left > 0:
+                intent = OrderIntent(
+                    sym, side, OrderType.MARKET, TimeInForce.IOC, left, None, ts_ns, FLATTEN_TAG, True
+                )
+                self._send(intent, None, out)
 
     def _incident(self, ts_ns: int, kind: str, detail: str, out: list) -> None:
         self.incidents += 1
