@@ -14,7 +14,8 @@ Design:
 - Faults, injected on command: `drop_connections`, `skip_updates` (a gap), `duplicate_next`,
   `reorder_next`, `send_malformed`, `silence(kind)` (that stream of the current connections goes
   quiet), REST `rest_fault("429"|"418"|"500"|"503"|"slow"|"garbage")`, a REST weight limit enforced
-  with 429 like Binance's, and server pings (`ping_interval`). Requests sent while a 429's Retry-After
+  with 429 like Binance's, and server pings (`ping_interval`). REST also serves `ticker/price` (the
+  mid) and USD-M `fundingRate` (what `set_funding_history` holds). Requests sent while a 429's Retry-After
   or a 418 ban lasts are counted: a well-behaved client leaves them at 0.
 """
 
@@ -237,6 +238,9 @@ class FakeBinance:
         self.blocked_until = 0.0
         self.requests_while_blocked = 0
         self.depth_requests = 0
+        self.ticker_requests = 0
+        self.funding_history: dict[str, list[tuple[int, str, str]]] = {}
+        self.funding_requests: list[dict[str, str]] = []
         self.refuse_ws = 0  # the next n WebSocket upgrades get HTTP `refuse_status`
         self.refuse_status = 503
         self.ws_refused = 0
@@ -514,10 +518,56 @@ class FakeBinance:
             if book is None:
                 return self._json(ws, 400, {"code": -1121, "msg": "Invalid symbol."})
             return self._json(ws, 200, book.snapshot(limit, time.time_ns() // 1_000_000))
+        if path.endswith("/ticker/price"):
+            return self._ticker_price(ws, market, params)
+        if path == "/fapi/v1/fundingRate":
+            return self._funding_rate(ws, params)
         if path.endswith("/exchangeInfo"):
             self.weight_used += 20 if market is Market.SPOT else 1
             return self._json(ws, 200, self.exchange_info(market))
         return self._json(ws, 404, {"code": -1, "msg": f"no route {path}"})
+
+    def _ticker_price(self, ws: ServerConnection, market: Market, params: dict[str, str]) -> Response:
+        """Binance's ticker/price: `symbol` -> one object; spot `symbols=[...]` or nothing -> a list.
+        The price is the symbol's mid (ticks), as text on its grid."""
+        one, many = (2, 4) if market is Market.SPOT else (1, 2)
+        self.weight_used += one if "symbol" in params else many
+        self.ticker_requests += 1
+        if "symbols" in params and market is Market.USDM:
+            return self._json(ws, 400, {"code": -1101, "msg": "Unknown parameter symbols"})
+        if "symbol" in params:
+            names = [params["symbol"].upper()]
+        elif "symbols" in params:
+            names = [str(n).upper() for n in orjson.loads(params["symbols"])]
+        else:
+            names = [s for m, s in self.books if m is market]
+        body = []
+        for name in names:
+            book = self.books.get((market, name))
+            if book is None:
+                return self._json(ws, 400, {"code": -1121, "msg": "Invalid symbol."})
+            body.append({"symbol": name, "price": book._price(book.mid)})
+        return self._json(ws, 200, body[0] if "symbol" in params else body)
+
+    def set_funding_history(self, symbol: str, records: Iterable[tuple[int, str, str]]) -> None:
+        """What `/fapi/v1/fundingRate` serves for `symbol`: (fundingTime ms, fundingRate, markPrice)."""
+        self.funding_history[symbol.upper()] = sorted(records)
+
+    def _funding_rate(self, ws: ServerConnection, params: dict[str, str]) -> Response:
+        """Binance's fundingRate: startTime/endTime inclusive, ascending, at most `limit` (<= 1000) from
+        startTime on."""
+        self.weight_used += 1
+        self.funding_requests.append(dict(params))
+        symbol = params.get("symbol", "").upper()
+        start = int(params.get("startTime", "0"))
+        end = int(params.get("endTime", str(2**62)))
+        limit = min(int(params.get("limit", "100")), 1000)
+        records = [r for r in self.funding_history.get(symbol, []) if start <= r[0] <= end][:limit]
+        body = [
+            {"symbol": symbol, "fundingTime": t, "fundingRate": rate, "markPrice": mark}
+            for t, rate, mark in records
+        ]
+        return self._json(ws, 200, body)
 
     def exchange_info(self, market: Market) -> dict[str, Any]:
         symbols = []

@@ -26,6 +26,13 @@ MAX_STREAMS_PER_CONNECTION = 200
 DEPTH_LIMIT = 1000
 DEPTH_WEIGHT = {Market.SPOT: {100: 5, 500: 25, 1000: 50, 5000: 250}, Market.USDM: {100: 5, 500: 10, 1000: 20}}
 EXCHANGE_INFO_WEIGHT = {Market.SPOT: 20, Market.USDM: 1}
+# ticker/price: (one symbol, several or all). Spot: 2 with `symbol`, 4 with `symbols` or none. USD-M
+# (no `symbols` parameter): 1 with `symbol`, 2 for all symbols.
+TICKER_PRICE_WEIGHT = {Market.SPOT: (2, 4), Market.USDM: (1, 2)}
+# fundingRate has its own limit (500 requests / 5 min / IP, shared with fundingInfo), not the weight
+# table; it is counted as 1 against the weight budget so it still paces with the other calls.
+FUNDING_RATE_WEIGHT = 1
+FUNDING_RATE_LIMIT = 1000  # records per page (Binance's maximum)
 WEIGHT_LIMIT_1M = {Market.SPOT: 6000, Market.USDM: 2400}
 
 USDM_DEPTH_SPEEDS = ("0ms", "100ms", "250ms", "500ms")
@@ -71,6 +78,12 @@ class Endpoints:
 
     def exchange_info_path(self, market: Market) -> str:
         return "/api/v3/exchangeInfo" if market is Market.SPOT else "/fapi/v1/exchangeInfo"
+
+    def ticker_price_path(self, market: Market) -> str:
+        return "/api/v3/ticker/price" if market is Market.SPOT else "/fapi/v1/ticker/price"
+
+    def funding_rate_path(self) -> str:
+        return "/fapi/v1/fundingRate"  # USD-M only
 
     def depth_stream(self, market: Market, symbol: str) -> str:
         """Spot `<sym>@depth@100ms`. USD-M: Binance documents `<sym>@depth` (250 ms), `@depth@500ms` and

@@ -39,6 +39,7 @@ import orjson
 from worker.errors import ConfigError
 from worker.events import BookTicker, DepthDiff, DepthSnapshot, Event, Level, Market, MarkPrice, Trade
 from worker.instruments import Instrument, OffGridError
+from worker.portfolio import FundingRate
 
 MS = 1_000_000
 # Entries per symbol and kind (price / quantity), evicted first-in first-out. Binance re-sends the same
@@ -501,3 +502,72 @@ def parse_exchange_info(
         if missing:
             raise ConfigError("symbols", f"listed in {market.value} exchangeInfo; missing {missing}")
     return found
+
+
+def parse_ticker_prices(body: str | bytes | Any, symbols: Iterable[str]) -> dict[str, Decimal]:
+    """`ticker/price` body (one `{"symbol","price"}` object or a list of them) -> price by symbol, for
+    `symbols` only. Raises `ParseError` on a malformed body or a missing/unreadable price."""
+    if isinstance(body, str | bytes):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"malformed ticker/price JSON: {exc}") from None
+    entries = [body] if isinstance(body, dict) else body
+    if not isinstance(entries, list):
+        raise ParseError(f"ticker/price body is a {type(body).__name__}, not a list")
+    wanted = {s.upper() for s in symbols}
+    prices: dict[str, Decimal] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or str(entry.get("symbol", "")).upper() not in wanted:
+            continue
+        symbol = str(entry["symbol"]).upper()
+        try:
+            price = Decimal(str(entry["price"]))
+        except (KeyError, InvalidOperation):
+            raise ParseError(f"ticker/price {symbol}: bad price {entry.get('price')!r}", symbol) from None
+        if not price.is_finite() or price <= 0:
+            raise ParseError(f"ticker/price {symbol}: price {entry['price']!r} is not positive", symbol)
+        prices[symbol] = price
+    missing = sorted(wanted - set(prices))
+    if missing:
+        raise ParseError(f"ticker/price has no price for {missing}")
+    return prices
+
+
+def parse_funding_history(body: str | bytes | Any, instrument: Instrument, recv_ns: int) -> list[FundingRate]:
+    """USD-M `/fapi/v1/fundingRate` body -> `FundingRate`s of `instrument`, in funding-time order.
+
+    Each record: `fundingTime` (ms), `fundingRate` (exact in 1e-8 units, as the mark price stream's `r`),
+    `markPrice` (more decimals than the tick: rounded half-even to a tick, as `markPriceUpdate`). A record
+    that breaks any of these raises `ParseError`: settling funding on a guess would corrupt the ledger.
+    """
+    if isinstance(body, str | bytes):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"malformed fundingRate JSON: {exc}", instrument.symbol, Market.USDM) from None
+    if not isinstance(body, list):
+        raise ParseError(f"fundingRate body is a {type(body).__name__}, not a list", instrument.symbol)
+    rates = []
+    for entry in body:
+        try:
+            if str(entry["symbol"]).upper() != instrument.symbol:
+                continue
+            funding_ms = entry["fundingTime"]
+            if type(funding_ms) is not int:
+                raise TypeError(f"fundingTime={funding_ms!r}")
+            rate = Decimal(str(entry["fundingRate"])) * RATE_SCALE
+            mark = Decimal(str(entry["markPrice"]))
+        except (KeyError, TypeError, InvalidOperation) as exc:
+            reason = f"bad fundingRate record {entry!r}: {type(exc).__name__}: {exc}"
+            raise ParseError(reason, instrument.symbol, Market.USDM) from None
+        if not rate.is_finite() or rate != rate.to_integral_value() or not mark.is_finite() or mark <= 0:
+            raise ParseError(
+                f"fundingRate record {entry!r}: a rate in 1e-8 steps and a positive mark price",
+                instrument.symbol,
+                Market.USDM,
+            )
+        ticks = int((mark / instrument.tick_size).to_integral_value(ROUND_HALF_EVEN))
+        rates.append(FundingRate(instrument.symbol, int(rate), max(ticks, 1), funding_ms * MS, recv_ns))
+    rates.sort(key=lambda r: r.funding_ns)
+    return rates

@@ -1,4 +1,5 @@
-"""Binance REST: depth snapshots and exchangeInfo, spending request weight like money.
+"""Binance REST: depth snapshots, exchangeInfo, latest prices and funding history, spending request
+weight like money.
 
 Design and invariants:
 - Every request first reserves its weight in a `WeightBudget`. The budget follows Binance's own count
@@ -23,6 +24,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -32,11 +34,15 @@ from worker.binance.endpoints import (
     DEPTH_LIMIT,
     DEPTH_WEIGHT,
     EXCHANGE_INFO_WEIGHT,
+    FUNDING_RATE_LIMIT,
+    FUNDING_RATE_WEIGHT,
+    TICKER_PRICE_WEIGHT,
     WEIGHT_LIMIT_1M,
     Endpoints,
 )
 from worker.events import Market
 from worker.instruments import Instrument
+from worker.portfolio import FundingRate
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +186,7 @@ class BinanceRest:
         self.blocked_until = 0.0  # monotonic time before which nothing is sent (429 / 418)
         self.blocked_reason = ""
         self.counters = RestCounters()
+        self._instruments: dict[tuple[Market, str], Instrument] = {}  # from `instruments()` calls
 
     async def aclose(self) -> None:
         if self._own_client:
@@ -221,7 +228,72 @@ class BinanceRest:
         from worker.binance.parse import parse_exchange_info  # the parser owns Binance's filter JSON
 
         wanted = {s.upper() for s in symbols}
-        return parse_exchange_info(await self.exchange_info(wanted), self.market, wanted)
+        found = parse_exchange_info(await self.exchange_info(wanted), self.market, wanted)
+        self._instruments.update(found)
+        return found
+
+    async def ticker_prices(self, symbols: list[str]) -> dict[str, Decimal]:
+        """Latest price of each of `symbols` (GET ticker/price), exact as Binance sent it.
+
+        One request: spot with `symbols=[...]` (or `symbol` for one); USD-M has no `symbols` parameter, so
+        several symbols are one all-symbols request (weight 2) filtered here. Raises `RestError` when the
+        body is unreadable or a symbol has no price.
+        """
+        from worker.binance.parse import ParseError, parse_ticker_prices
+
+        names = sorted({s.upper() for s in symbols})
+        if not names:
+            return {}
+        one, many = TICKER_PRICE_WEIGHT[self.market]
+        params: dict[str, str] = {}
+        if len(names) == 1:
+            params["symbol"] = names[0]
+        elif self.market is Market.SPOT:
+            params["symbols"] = orjson.dumps(names).decode()
+        response = await self._get(
+            self.endpoints.ticker_price_path(self.market), params, one if "symbol" in params else many
+        )
+        try:
+            return parse_ticker_prices(response.content, names)
+        except ParseError as exc:
+            self.counters.failures += 1
+            raise RestError(f"GET ticker/price {params}: {exc}") from exc
+
+    async def funding_history(self, symbol: str, start_ms: int, end_ms: int) -> list[FundingRate]:
+        """USD-M funding events of `symbol` with `start_ms <= fundingTime <= end_ms`, oldest first.
+
+        GET /fapi/v1/fundingRate (limit 1000 a page; a longer span is paged by the last funding time).
+        Marks are rounded half-even to the symbol's tick (its filters come from exchangeInfo, fetched
+        once if `instruments()` has not been called for it). Raises `RestError`.
+        """
+        from worker.binance.parse import ParseError, parse_funding_history
+
+        if self.market is not Market.USDM:
+            raise RestError("funding history exists on USD-M only")
+        name = symbol.upper()
+        instrument = self._instruments.get((Market.USDM, name))
+        if instrument is None:
+            instrument = (await self.instruments([name]))[(Market.USDM, name)]
+        rates: list[FundingRate] = []
+        start = start_ms
+        while start <= end_ms:
+            params = {
+                "symbol": name,
+                "startTime": str(start),
+                "endTime": str(end_ms),
+                "limit": str(FUNDING_RATE_LIMIT),
+            }
+            response = await self._get(self.endpoints.funding_rate_path(), params, FUNDING_RATE_WEIGHT)
+            try:
+                page = parse_funding_history(response.content, instrument, time.time_ns())
+            except ParseError as exc:
+                self.counters.failures += 1
+                raise RestError(f"GET fundingRate {params}: {exc}") from exc
+            rates.extend(r for r in page if not rates or r.funding_ns > rates[-1].funding_ns)
+            if len(page) < FUNDING_RATE_LIMIT:
+                break
+            start = page[-1].funding_ns // 1_000_000 + 1
+        return rates
 
     # --- machinery ---
     def _adopt_rate_limit(self, body: dict[str, Any]) -> None:
