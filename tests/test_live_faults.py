@@ -376,7 +376,7 @@ def test_connection_specs_follow_the_2026_usdm_split() -> None:
 # --- the command itself ---
 
 
-async def test_run_command_stops_cleanly_on_sigterm() -> None:
+async def test_run_command_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     async with FakeBinance() as fake:
         ep = fake.endpoints()
         proc = await asyncio.create_subprocess_exec(
@@ -392,7 +392,8 @@ async def test_run_command_stops_cleanly_on_sigterm() -> None:
             ep.spot_rest,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # its own database: never the working tree's ./quantumflow.db (which may hold replays)
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "QF_DB": str(tmp_path / "live.db")},
         )
         assert proc.stdout is not None
         seen = []
