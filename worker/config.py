@@ -281,6 +281,21 @@ class WorkerConfig:
         except ConfigError as exc:
             raise _prefixed(exc, "risk") from None
 
+    def check_risk_at_prices(
+        self,
+        instruments: Mapping[tuple[Market, str], Instrument] | list[Instrument],
+        prices: Mapping[str, Decimal],
+    ) -> None:
+        """Refuse limits that make every order impossible at the venue's current prices (a max order or
+        position size whose notional is below the symbol's min notional); ConfigError naming the key."""
+        from worker.risk import check_limits_at_prices
+
+        items = list(instruments.values()) if isinstance(instruments, Mapping) else list(instruments)
+        try:
+            check_limits_at_prices(self.risk, {i.symbol: i for i in items}, prices)
+        except ConfigError as exc:
+            raise _prefixed(exc, "risk") from None
+
 
 # ---- loading -----------------------------------------------------------------------------------------
 def load(
@@ -427,7 +442,7 @@ def build(merged: Mapping[str, Mapping[str, tuple[Any, str]]]) -> WorkerConfig:
     telegram = _section("telegram", lambda: TelegramConfig(**values["telegram"]))
     health = _health(values["health"])
     calendar = _calendar(values["calendar"])
-    risk = _risk(values["risk"], symbols)
+    risk = _risk(values["risk"], symbols, Market(w["market"]))
     broker_given = _open(merged, "broker")
     broker = _section("broker", lambda: BrokerConfig.from_mapping(broker_given))
     features = _component("features", "worker.features", "FeatureConfig", _floats(_open(merged, "features")))
@@ -658,7 +673,7 @@ def _calendar(v: dict[str, Any]) -> CalendarConfig | None:
     return config if v["enabled"] else None
 
 
-def _risk(v: dict[str, Any], symbols: tuple[str, ...]) -> RiskConfig:
+def _risk(v: dict[str, Any], symbols: tuple[str, ...], market: Market) -> RiskConfig:
     spec = SCHEMA["risk"]
     per_symbol: dict[str, SymbolLimits] = {}
     raw_symbols = v.pop("symbols", None)
@@ -685,8 +700,9 @@ def _risk(v: dict[str, Any], symbols: tuple[str, ...]) -> RiskConfig:
     default = SymbolLimits(**{k: v[k] for k in SYMBOL_LIMIT_KEYS})
     rest = {k: val for k, val in v.items() if k not in SYMBOL_LIMIT_KEYS and k != "symbols"}
     config = RiskConfig(default_limits=default, symbols=per_symbol, **rest)
-    # Early check against the known instrument filters; the worker compiles again with exchangeInfo's.
-    known = [DEFAULT_INSTRUMENTS[(m, s)] for m in Market for s in symbols if (m, s) in DEFAULT_INSTRUMENTS]
+    # Early check against the known instrument filters OF THE CONFIGURED MARKET (a spot limit below a
+    # USD-M lot is fine); the worker compiles again with exchangeInfo's.
+    known = [DEFAULT_INSTRUMENTS[(market, s)] for s in symbols if (market, s) in DEFAULT_INSTRUMENTS]
     if known and len({i.symbol for i in known}) == len(symbols):
         try:
             config.compile(known)
