@@ -369,6 +369,36 @@ def _compile_symbol(inst: Instrument, lim: SymbolLimits) -> _SymLimits:
     return out
 
 
+def check_limits_at_prices(
+    config: RiskConfig, instruments: Mapping[Any, Instrument], prices: Mapping[str, Decimal]
+) -> None:
+    """Refuse limits that make every order impossible at these prices (quote per base, e.g. REST last
+    prices at start, or a first live mid): a `max_order_qty` or `max_position` (rounded down to the lot
+    grid, as `compile` does) whose notional at the price is below the symbol's min notional.
+
+    `instruments` is keyed by symbol (a `(market, symbol)` key works too); symbols without a price are
+    skipped. Raises `ConfigError(param, allowed)` naming the smallest size that would work.
+    """
+    for inst in instruments.values():
+        sym = inst.symbol
+        price = prices.get(sym)
+        if price is None or price <= 0:
+            continue
+        lim = config.symbols.get(sym, config.default_limits)
+        for name in ("max_order_qty", "max_position"):
+            d = _dec(f"risk.{sym}.{name}", getattr(lim, name))
+            if d is None:
+                continue
+            size = int(d / inst.step_size) * inst.step_size
+            if size * price < inst.min_notional:
+                need = inst.min_notional / price
+                raise ConfigError(
+                    f"risk.{sym}.{name}",
+                    f">= {need:.8f} {inst.base_asset or 'base'} at the price {price} (the symbol's min "
+                    f"notional {inst.min_notional} per order); {size} allows no order at all",
+                )
+
+
 # --- rate limiting -------------------------------------------------------------------------------------
 class TokenBucket:
     """A token bucket in GCRA form: exact integer nanoseconds, O(1), driven by the caller's clock.

@@ -17,9 +17,11 @@ Design and invariants:
   window's end. Market data keeps flowing throughout.
 - USD-M funding: each symbol keeps its latest `MarkPrice`; an update whose exchange time reaches the
   previous one's `next_funding_ns` settles that funding time with the previous update's rate and mark
-  (the last the venue published before settling). The portfolio pays once per (symbol, funding time),
-  also across a restart (`restore` takes the persisted payments). A worker that was down across a
-  funding time does not invent the payment: it never saw the rate that applied.
+  (the last the venue published before settling), but only when that previous update is recent (at
+  most 60 s before the funding time). After a longer gap (a disconnect) the funding time, and any later
+  one the gap swallowed, is reported `Incident("funding_unsettled")` and left to the REST history that
+  the shell feeds through `settle_funding`. The portfolio pays once per (symbol, funding time), also
+  across a restart (`restore` takes the persisted payments).
 - Samples: every `sample_interval_s` of event time, one `EquitySample` and a `TopSample` per live symbol,
   plus a `TopSample` the moment a symbol's book goes LIVE.
 """
@@ -47,6 +49,7 @@ from worker.risk import (
     RiskConfig,
     RiskEngine,
     TradingState,
+    check_limits_at_prices,
     order_for,
 )
 from worker.strategy import Signal, SignalKind, Strategy, StrategyConfig
@@ -54,6 +57,8 @@ from worker.strategy import Signal, SignalKind, Strategy, StrategyConfig
 NS = 1_000_000_000
 SHABBAT = "shabbat"
 SHABBAT_LEAD = "shabbat_lead"  # the minutes before a window: only exposure-reducing orders pass
+FUNDING_FRESH_NS = 60 * NS  # a mark update this close before a funding time carries the rate that applies
+MIN_FUNDING_INTERVAL_NS = 3600 * NS  # Binance's shortest funding interval (1 h; usually 8 h, some 4 h)
 ORDER_STYLES = ("taker", "maker")
 
 
@@ -169,6 +174,7 @@ class _SymbolState:
     vector: FeatureVector | None = None
     working: set[int] = field(default_factory=set)  # our orders on this symbol not yet terminal
     mark: MarkPrice | None = None  # the latest USD-M mark price / funding rate
+    funding_interval_ns: int = 0  # learnt from the stream (0: not yet known)
 
 
 class Trader:
@@ -225,6 +231,7 @@ class Trader:
         self._next_oco = 1
         self._flatten_due: dict[str, int] = {}  # symbol -> event time of the next flatten retry (HALTED)
         self._halt_cancels: set[int] = set()  # orders already asked to cancel because trading HALTED
+        self._limits_checked: set[str] = set()  # symbols whose limits were checked at a live price
         self.signals = 0
         self.incidents = 0
 
@@ -262,13 +269,16 @@ class Trader:
         state.book = book
         if went_live:  # a top sample at once, not only at the next second boundary
             self._sample_top(state, ts_ns, out)
+            if symbol not in self._limits_checked:
+                self._check_limits(state, book, ts_ns, out)
         self._absorb(self.broker.on_book(symbol, book, diff, ts_ns), ts_ns, out)
         best_bid, best_ask = book.best_bid(), book.best_ask()
         if best_bid is None or best_ask is None:
             return
         self.portfolio.mark(symbol, best_bid[0], best_ask[0])
         self._risk_update(ts_ns, out)
-        state.vector = state.features.on_book(book, ts_ns)
+        state.vector = vector = state.features.on_book(book, ts_ns)
+        out.append(vector)  # published as `features` by the feed; the store ignores it
         self._scheduled(ts_ns, out)
         if self.config.strategy_enabled and not self.schedule:
             self._decide(state, ts_ns, out)
@@ -283,7 +293,12 @@ class Trader:
         state.features.on_trade(trade)
 
     def on_mark_price(self, update: MarkPrice, out: list) -> None:
-        """Keep the newest mark; settle funding when the venue's clock passed the announced funding time."""
+        """Keep the newest mark; settle funding when the venue's clock passed the announced funding time.
+
+        Only a fresh rate settles: the previous update must be at most `FUNDING_FRESH_NS` older than the
+        funding time (the stream publishes every second). After a longer gap the rate in hand may be
+        hours old, so the funding time is reported (`Incident("funding_unsettled")`) and left to the REST
+        history (`settle_funding`); so are later funding times the gap swallowed whole."""
         state = self.symbols.get(update.symbol)
         if state is None or state.instrument.market is not update.market:
             return
@@ -293,17 +308,56 @@ class Trader:
         state.mark = update
         if previous is None or update.exchange_ns < previous.next_funding_ns:
             return
-        funding = FundingRate(
-            update.symbol,
-            previous.funding_rate_e8,
-            previous.mark_price,
-            previous.next_funding_ns,
-            update.recv_ns,
+        due = previous.next_funding_ns
+        sym = update.symbol
+        age = due - previous.exchange_ns
+        if age <= FUNDING_FRESH_NS:
+            if update.next_funding_ns > due and update.exchange_ns - due <= FUNDING_FRESH_NS:
+                state.funding_interval_ns = update.next_funding_ns - due  # learnt from a clean crossing
+            self.settle_funding(
+                FundingRate(sym, previous.funding_rate_e8, previous.mark_price, due, update.recv_ns), out
+            )
+        else:
+            detail = f"{sym} funding at {due} ns: the last mark update was {age / NS:.0f} s before it"
+            self._incident(
+                update.recv_ns, "funding_unsettled", f"{detail}; settle it from the REST history", out
+            )
+        # Funding times after `due` that the gap swallowed (their rates were never seen here).
+        interval = state.funding_interval_ns
+        missed = (
+            update.next_funding_ns - due > interval
+            if interval
+            else update.exchange_ns - due >= MIN_FUNDING_INTERVAL_NS
         )
-        payment = self.portfolio.apply_funding(funding)
+        if missed:
+            detail = (
+                f"{sym} funding times after {due} ns and before {update.next_funding_ns} ns passed unseen"
+            )
+            self._incident(
+                update.recv_ns, "funding_unsettled", f"{detail}; settle them from the REST history", out
+            )
+
+    def settle_funding(self, rate: FundingRate, out: list) -> None:
+        """Apply one funding event (e.g. from the REST history after a restart or a long disconnect):
+        the portfolio pays once per (symbol, funding time), so one already settled is skipped."""
+        payment = self.portfolio.apply_funding(rate)
         if payment is not None:
             out.append(payment)
-            self._risk_update(update.recv_ns, out)
+            self._risk_update(rate.recv_ns, out)
+
+    def _check_limits(self, state: _SymbolState, book: OrderBook, ts_ns: int, out: list) -> None:
+        """At a symbol's first LIVE book: are its limits usable at this price? (`config_unusable`: the
+        live shell stops on it; replay has no REST price to check at start.)"""
+        mid2 = book.mid2()
+        if mid2 is None:
+            return
+        inst = state.instrument
+        self._limits_checked.add(inst.symbol)
+        price = Decimal(mid2) * inst.tick_size / 2
+        try:
+            check_limits_at_prices(self.risk.config, {inst.symbol: inst}, {inst.symbol: price})
+        except ConfigError as exc:
+            self._incident(ts_ns, "config_unusable", str(exc), out)
 
     def book_lost(self, market: Market, symbol: str, ts_ns: int, out: list) -> None:
         state = self.symbols.get(symbol)
