@@ -7,6 +7,8 @@ Design and invariants:
   the truncation is deterministic, so a rebuild from the same fills gives the same integers. This is the
   same arithmetic as `worker.store.ledger.apply_fill`, so the store's `positions` rows equal ours.
 - A fill that crosses zero closes the old position entirely and opens the rest at the fill price.
+  `Position.opened_ns` is the time of the fill that opened the current position (a rebuild from the
+  fills gives it back, so a strategy's time stop survives a restart or a resync).
 - `cash` moves by the notional of every fill (- on buys, + on sells), fees and funding. For USD-M the
   notional flow is a bookkeeping device: `cash + cost` is the wallet balance. With it, for every sequence:
     equity = cash + Σ marked value                     (marked value = exit-side value of each position)
@@ -87,6 +89,7 @@ class Position:
     bid: int | None = None
     ask: int | None = None
     value: int = 0
+    opened_ns: int = 0  # time of the fill that opened the current position (0 when flat)
 
     @property
     def unrealized_pnl(self) -> int:
@@ -327,7 +330,12 @@ class Portfolio:
                     f"fill {f.fill_id}: spot buy of {notional} + fee {fee} exceeds the quote held "
                     f"({self.spot_cash()})"
                 )
+        before = p.qty
         p.qty, p.cost, realized = average_cost(p.qty, p.cost, side, qty, notional)
+        if not p.qty:
+            p.opened_ns = 0
+        elif not before or (before > 0) != (p.qty > 0):  # opened from flat, or crossed zero
+            p.opened_ns = f.ts_ns
         p.realized_pnl += realized
         p.fees += fee
         p.fills += 1

@@ -476,10 +476,11 @@ class Trader:
             return
         symbol = state.instrument.symbol
         position = self.portfolio.positions[symbol]
-        entry = None
+        entry = entry_ns = None
         if position.qty:
             entry = round(position.cost / (position.qty * state.instrument.money_per_tick_lot))
-        signal = state.strategy.on_features(state.vector, position.qty, entry, ts_ns)
+            entry_ns = position.opened_ns  # the time stop runs from the opening fill, across resyncs
+        signal = state.strategy.on_features(state.vector, position.qty, entry, ts_ns, entry_ns)
         if signal is None:
             return
         self.signals += 1
