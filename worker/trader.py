@@ -12,9 +12,23 @@ Design and invariants:
 - One working order per symbol at a time: the strategy does not stack intents while one is in flight.
 - Scripted orders (`ScheduledOrder`) replace the strategy when given: decided at exchange time `t_ms`,
   priced from the book at decision time, still subject to risk.
-- Shabbat / Yom Tov (`CalendarClock`): `pause_lead_s` before a window resting orders are cancelled (and
-  positions flattened when configured); inside it risk is PAUSED (reason `shabbat`); it resumes at the
-  window's end. Market data keeps flowing throughout.
+- Shabbat / Yom Tov (`CalendarClock`): from `pause_lead_s` before a window risk lets only exposure-
+  reducing orders through (reason `shabbat_lead`), resting orders are cancelled, and positions are
+  flattened (`flatten_before_pause`) or held with protective exits: per position a reduce-only
+  STOP_MARKET stop-loss and a LIMIT GTC take-profit in one OCO list (`protect_stop_bps`,
+  `protect_take_profit_bps` from the exit-side price), placed once the symbol's cancels have landed so
+  they match the position held. At the window start whatever else still rests is cancelled and (flatten
+  mode) what is still open is flattened again; inside it risk is PAUSED (reason `shabbat`: no new
+  order, cancels still go out; the venue's OCO cancels the other exit when one fills). At havdalah the
+  exits still resting are cancelled and trading resumes. Market data keeps flowing throughout.
+- HALTED with `flatten_on_halt`: a flatten that was denied or filled only in part is re-issued (reduce-
+  only, after cancelling the symbol's other orders) at most once per symbol per second of event time
+  until the position is closed.
+- Each symbol's limits are checked at its first LIVE mid (`risk.check_limits_at_prices`): limits no
+  order could meet are reported `Incident("config_unusable")` (the live shell stops on it).
+- Every book event that computed features appends the symbol's `FeatureVector` to the outputs (the
+  feed publishes it as `features`; the store ignores it). The strategy gets the position's opening
+  time (`Position.opened_ns`), so its time stop survives a resync and a restart.
 - USD-M funding: each symbol keeps its latest `MarkPrice`; an update whose exchange time reaches the
   previous one's `next_funding_ns` settles that funding time with the previous update's rate and mark
   (the last the venue published before settling), but only when that previous update is recent (at
