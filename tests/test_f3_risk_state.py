@@ -140,3 +140,48 @@ async def test_a_file_without_risk_state_falls_back_to_the_breaker_rows(tmp_path
     async with Run(cfg, db) as run:
         assert run.state.risk_state is None
         assert run.risk.state.value == "HALTED"  # the tripped breaker row still holds
+
+
+async def test_a_reset_made_while_down_waits_for_live_prices_before_anchoring(tmp_path: Path) -> None:
+    """The issue's scenario end to end: trip, stop, `risk reset`, restart the live worker. The rebuilt
+    portfolio is marked at its fill price (66,000) until the book is live (60,000); a reset anchored
+    before that would re-trip the drawdown breaker at the first live price."""
+    import asyncio
+
+    from tests.fakes.binance import FakeBinance
+    from tests.test_app_wiring import eventually, worker_env
+    from worker import app
+
+    db = tmp_path / "live.db"
+    async with FakeBinance() as fake:  # spot BTCUSDT, mid 60,000.00
+        sets = ["trading.strategy_enabled=false", "calendar.enabled=false", "risk.drawdown_halt_bps=500"]
+        cfg = config.load(None, env=worker_env(fake, QF_DB=str(db), QF_HEALTH_PORT="0"), sets=sets)
+        async with Run(cfg, db) as run:  # bought 0.1 BTC at 66,000; the market fell to 60,000: HALTED
+            run.fill(1, 6_600_000, 10_000, T0)
+            run.mark(6_600_000, T0 + NS)
+            run.mark(6_000_000, T0 + 2 * NS)
+            assert run.risk.state.value == "HALTED"
+        risk_cli.reset(str(db), "loss acknowledged", "ops")
+        fake.pause()  # no diffs: the book stays SYNCING while the worker starts
+        worker = app.Worker(cfg)
+        await worker.start()
+        risk = worker.engine.trader.risk
+        running = asyncio.create_task(worker.run())
+        conn = connect_readonly(db)
+        try:
+            applied = "SELECT applied_wall_ns FROM operator_actions"
+            polled = lambda: worker.actions_deferred > 0 or worker._applied_actions  # noqa: E731
+            await eventually(polled, "the reset was polled")
+            assert risk.state.value == "HALTED"  # not applied at the fill-price marks
+            fake.resume()
+            await eventually(lambda: conn.execute(applied).fetchone()[0], "the reset applied", 20)
+            assert risk.state.value == "ACTIVE"
+            seen = worker.counters.events
+            await eventually(lambda: worker.counters.events > seen + 50, "more live events")
+            assert risk.state.value == "ACTIVE" and not risk.breakers  # not re-tripped
+            assert abs(risk.peak - 9_400 * MONEY_SCALE) < 5 * MONEY_SCALE  # anchored at ~60,000 marks
+        finally:
+            conn.close()
+            worker.request_stop("test")
+            await asyncio.wait_for(running, 10)
+            await worker.close("test")

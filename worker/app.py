@@ -25,6 +25,11 @@ Design and invariants:
   stop notice gets a bounded few seconds to reach Telegram.
 - A `SourceFailed` (the venue refuses the configured URL) ends the run with exit code 1 and one clear
   log line, never a worker idling without data.
+- Limits that no order can meet at the venue's price: refused at start (`ticker_prices` ->
+  `check_limits_at_prices`, exit 2); the core checks again at each symbol's first live book and its
+  `Incident("config_unusable")` stops the worker cleanly with exit 2.
+- USD-M restart: funding Binance applied while the worker was down (`funding_history` from the previous
+  run's last event to now) is settled through `Trader.settle_funding` before the stream starts.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from worker.alerts import TradingNotes, daily_text
 from worker.binance.endpoints import Endpoints
 from worker.binance.rest import BinanceRest, RestError
 from worker.binance.source import LiveSource, SourceFailed
+from worker.book import SyncState
 from worker.config import WorkerConfig
 from worker.engine import BookTop, Engine, SyncChange
 from worker.errors import ConfigError
@@ -98,6 +104,18 @@ class TopLogger:
                     out.update_id,
                     out.imbalance or 0.0,
                 )
+
+
+class IncidentWatch:
+    """Sink: passes the core's `Incident(kind="config_unusable")` to `on_unusable` (stop, exit 2)."""
+
+    def __init__(self, on_unusable: Callable[[Any], None]) -> None:
+        self.on_unusable = on_unusable
+
+    def __call__(self, event: Event | None, outputs: list[Any]) -> None:
+        for out in outputs:
+            if type(out).__name__ == "Incident" and out.kind == "config_unusable":
+                self.on_unusable(out)
 
 
 class PumpCounters:
@@ -228,6 +246,9 @@ class Worker:
         self.heartbeat: Heartbeat | None = None
         self.gate: StorageLagGate | None = None
         self.risk_sink: shell.RiskStateSink | None = None
+        self.exit_code = 0  # 2 when the core reported the configuration unusable (config_unusable)
+        self.actions_deferred = 0  # operator-action polls that waited for live books
+        self._warned: set[str] = set()
         self.notes: TradingNotes | None = None
         self.app: App | None = None
         self.instruments: dict[tuple[Market, str], Instrument] = {}
@@ -259,6 +280,9 @@ class Worker:
         )
         self.instruments = await self.rest.instruments(cfg.symbols)
         cfg.check_risk(self.instruments)
+        prices = await self.rest.ticker_prices(list(cfg.symbols))
+        log.info("venue prices", extra={"prices": {s: str(p) for s, p in prices.items()}})
+        cfg.check_risk_at_prices(self.instruments, prices)  # limits no order can meet: exit 2
         self.adapter.markets = {i.symbol: i.market.value for i in self.instruments.values()}
         engine = self.engine = shell.make_engine(cfg, self.instruments)
         self.writer, self.state = await shell.open_store(cfg, self.instruments, "live")
@@ -285,6 +309,7 @@ class Worker:
         elif cfg.telegram.token or cfg.telegram.chat_id:
             log.warning("telegram needs both a bot token and a chat id: notifications off")
         sinks.append(TopLogger(engine, cfg.top_log_interval_s))
+        sinks.append(IncidentWatch(self.config_unusable))
         source = LiveSource(
             engine,
             cfg.market,
@@ -298,6 +323,7 @@ class Worker:
         self.app.counters = self.counters
         now = time.time_ns()
         shell.restore(engine, self.state, now, self.emit, cfg.db)
+        await self._backfill_funding(now)
         self.gate = StorageLagGate(engine, self.writer, self.emit)
         detail = {
             "version": shell.code_version(),
@@ -313,6 +339,50 @@ class Worker:
         if self.notifier is not None:
             self.notifier.offer(notify.started(detail["version"], cfg.symbols, "paper", socket.gethostname()))
         log.info("worker started", extra=detail)
+
+    async def _backfill_funding(self, now_ns: int) -> None:
+        """USD-M restart: settle the funding events Binance applied while the worker was down (from the
+        previous run's last event to now) through `Trader.settle_funding`; the portfolio skips any it
+        already holds. A REST failure is an error event and a log line, not a refused start."""
+        cfg, state, engine = self.config, self.state, self.engine
+        trader = getattr(engine, "trader", None)
+        if cfg.market is not Market.USDM or trader is None or state is None or state.previous_run is None:
+            return
+        if not state.last_event_ns or self.rest is None:
+            return
+        start_ms, end_ms = state.last_event_ns // 1_000_000, now_ns // 1_000_000
+        for symbol in cfg.symbols:
+            try:
+                rates = await self.rest.funding_history(symbol, start_ms, end_ms)
+            except RestError as exc:
+                log.error("funding backfill failed for %s: %s", symbol, exc)
+                detail = {"error": str(exc), "start_ms": start_ms, "end_ms": end_ms}
+                self.emit(
+                    [
+                        SystemEvent(
+                            now_ns, "funding_backfill_failed", "error", cfg.market.value, symbol, detail
+                        )
+                    ]
+                )
+                continue
+            out: list[Any] = []
+            for rate in rates:
+                trader.settle_funding(rate, out)
+            paid = sum(1 for o in out if type(o).__name__ == "FundingPayment")
+            log.info(
+                "funding backfilled",
+                extra={"symbol": symbol, "rates": len(rates), "payments": paid, "from_ms": start_ms},
+            )
+            self.emit(out)
+
+    def config_unusable(self, incident: Any) -> None:
+        """The core found, at a symbol's first live book, that the limits make every order impossible:
+        stop with exit 2 (a configuration error), like the same check at start."""
+        if self.exit_code:
+            return
+        log.error("configuration unusable at the live price: %s; stopping", incident.detail)
+        self.exit_code = 2
+        self.request_stop("config_unusable")
 
     async def _start_health(self) -> None:
         cfg = self.config.health
@@ -367,8 +437,25 @@ class Worker:
             await asyncio.sleep(self.config.storage_lag_check_s)
             self.gate.check(time.time_ns())
 
+    def books_live(self) -> bool:
+        """Every traded book is LIVE, so the portfolio is marked at current prices."""
+        engine, market = self.engine, self.config.market
+        if engine is None:
+            return False
+        books = [engine.symbol_book(market, symbol) for symbol in self.config.symbols]
+        return all(b is not None and b.state is SyncState.LIVE for b in books)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", message)
+
     async def _operator_actions(self) -> None:
-        """Apply operator actions (`python -m worker risk reset`) once the engine can."""
+        """Apply operator actions (`python -m worker risk reset`) once the engine can.
+
+        A reset re-anchors the breakers at the marked equity, so it waits until every book is LIVE: at
+        start the rebuilt portfolio is marked at its fill prices, and a reset anchored there would trip
+        the drawdown breaker again at the first live price (`actions_deferred` counts the waits)."""
         assert self.writer is not None
         while True:
             try:
@@ -379,10 +466,15 @@ class Worker:
             for action in actions:
                 if action.action_id in self._applied_actions:
                     continue
+                if not self.books_live():
+                    self.actions_deferred += 1
+                    self._warn_once("operator_wait", "operator actions wait until every book is live")
+                    break
                 ts = time.time_ns()
                 outputs = shell.apply_operator_action(self.engine, action, ts)
                 if outputs is None:
-                    shell._once("operator", f"the engine cannot apply {action.action!r} yet: left pending")
+                    text = f"the engine cannot apply {action.action!r}: left pending"
+                    self._warn_once(f"operator:{action.action}", text)
                     continue
                 self._applied_actions.add(action.action_id)
                 self.emit([*outputs, OperatorActionApplied(action.action_id, ts)])
@@ -524,9 +616,9 @@ async def serve(cfg: WorkerConfig) -> int:
                 raise
             log.info("stopped during start-up", extra={"reason": worker.stop_reason})
             return 0  # start() closed what it had opened
-        if worker.stopping:  # a signal arrived in the last instant of start-up
+        if worker.stopping:  # a signal (or config_unusable) arrived in the last instant of start-up
             await worker.close()
-            return 0
+            return worker.exit_code
         try:
             await worker.run()
         except SourceFailed:
@@ -540,7 +632,7 @@ async def serve(cfg: WorkerConfig) -> int:
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
-    return 0
+    return worker.exit_code
 
 
 def main(args: argparse.Namespace) -> int:
