@@ -132,3 +132,37 @@ async def test_usdm_restart_settles_the_funding_applied_while_down_once(short_di
         ((down_ms + HOUR_MS) * 1_000_000, 10_000, 610_000, 10, -6_100_000),
         ((down_ms + 9 * HOUR_MS) * 1_000_000, -20_000, 620_000, 10, 12_400_000),
     ]
+
+
+async def test_funding_a_disconnect_swallowed_is_settled_from_the_rest_history(short_dir: Path) -> None:
+    from tests.test_app_wiring import eventually
+    from worker.trader import Incident
+
+    db = short_dir / "gap.db"
+    async with FakeBinance(symbols=((Market.USDM, "BTCUSDT"),)) as fake:
+        env = worker_env(fake, QF_DB=str(db), QF_HEALTH_PORT="0", QF_MARKET="usdm")
+        cfg = config.load(None, env=env)
+        await _position(db, cfg, time.time_ns() - 60 * NS)
+        worker = app.Worker(cfg)
+        worker.funding_retry_s, worker.funding_retries = 0.05, 1000
+        try:
+            await worker.start()
+            due_ms = time.time_ns() // 1_000_000
+            detail = f"BTCUSDT funding at {due_ms * 1_000_000} ns: the last mark update was 900 s before it"
+            before = len(fake.funding_requests)
+            worker.funding_unsettled(Incident(due_ms * 1_000_000, "funding_unsettled", detail))
+            # Binance has not published it yet: the worker asks again until the history shows it.
+            await eventually(lambda: len(fake.funding_requests) > before, "the history was asked")
+            fake.set_funding_history("BTCUSDT", [(due_ms, "0.00010000", "61000.0")])
+            await asyncio.wait_for(worker._funding_task, 10)
+            assert len(fake.funding_requests) >= before + 2
+            payments = worker.engine.trader.portfolio.funding
+        finally:
+            await worker.close("test")
+    assert payments == -6_100_000  # 0.01 % of 0.010 BTC x 61,000 paid by the long
+    conn = connect_readonly(db)
+    try:
+        rows = conn.execute("SELECT funding_ns, amount FROM funding_payments").fetchall()
+    finally:
+        conn.close()
+    assert rows == [(due_ms * 1_000_000, -6_100_000)]

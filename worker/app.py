@@ -29,7 +29,9 @@ Design and invariants:
   `check_limits_at_prices`, exit 2); the core checks again at each symbol's first live book and its
   `Incident("config_unusable")` stops the worker cleanly with exit 2.
 - USD-M restart: funding Binance applied while the worker was down (`funding_history` from the previous
-  run's last event to now) is settled through `Trader.settle_funding` before the stream starts.
+  run's last event to now) is settled through `Trader.settle_funding` before the stream starts; a
+  funding time a disconnect swallowed (the core's `Incident("funding_unsettled")`) is settled the same
+  way from a background task, retried until the REST history shows it.
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 from worker import config, notify, shell
@@ -72,6 +75,7 @@ log = logging.getLogger("worker.app")
 Sink = Callable[[Event, list[Any]], None]
 YIELD_EVERY = 64
 NS = 1_000_000_000
+_FUNDING_AT = re.compile(r"funding at (\d+) ns")  # the time in the core's funding_unsettled detail
 
 
 class TopLogger:
@@ -107,15 +111,18 @@ class TopLogger:
 
 
 class IncidentWatch:
-    """Sink: passes the core's `Incident(kind="config_unusable")` to `on_unusable` (stop, exit 2)."""
+    """Sink: hands the core's incidents the shell must act on to their handler, by kind
+    (`config_unusable` -> stop with exit 2; `funding_unsettled` -> settle from the REST history)."""
 
-    def __init__(self, on_unusable: Callable[[Any], None]) -> None:
-        self.on_unusable = on_unusable
+    def __init__(self, handlers: Mapping[str, Callable[[Any], None]]) -> None:
+        self.handlers = dict(handlers)
 
     def __call__(self, event: Event | None, outputs: list[Any]) -> None:
         for out in outputs:
-            if type(out).__name__ == "Incident" and out.kind == "config_unusable":
-                self.on_unusable(out)
+            if type(out).__name__ == "Incident":
+                handler = self.handlers.get(out.kind)
+                if handler is not None:
+                    handler(out)
 
 
 class PumpCounters:
@@ -248,6 +255,11 @@ class Worker:
         self.risk_sink: shell.RiskStateSink | None = None
         self.exit_code = 0  # 2 when the core reported the configuration unusable (config_unusable)
         self.actions_deferred = 0  # operator-action polls that waited for live books
+        self._funding_from_ms = 0
+        self._funding_due: set[int] = set()  # funding times (ns) reported unsettled, not yet in the history
+        self._funding_task: asyncio.Task[None] | None = None
+        self.funding_retries = 10
+        self.funding_retry_s = 30.0
         self._warned: set[str] = set()
         self.notes: TradingNotes | None = None
         self.app: App | None = None
@@ -309,7 +321,8 @@ class Worker:
         elif cfg.telegram.token or cfg.telegram.chat_id:
             log.warning("telegram needs both a bot token and a chat id: notifications off")
         sinks.append(TopLogger(engine, cfg.top_log_interval_s))
-        sinks.append(IncidentWatch(self.config_unusable))
+        incidents = {"config_unusable": self.config_unusable, "funding_unsettled": self.funding_unsettled}
+        sinks.append(IncidentWatch(incidents))
         source = LiveSource(
             engine,
             cfg.market,
@@ -344,36 +357,77 @@ class Worker:
         """USD-M restart: settle the funding events Binance applied while the worker was down (from the
         previous run's last event to now) through `Trader.settle_funding`; the portfolio skips any it
         already holds. A REST failure is an error event and a log line, not a refused start."""
-        cfg, state, engine = self.config, self.state, self.engine
-        trader = getattr(engine, "trader", None)
-        if cfg.market is not Market.USDM or trader is None or state is None or state.previous_run is None:
+        cfg, state = self.config, self.state
+        self._funding_from_ms = now_ns // 1_000_000  # from here on the stream (or funding_unsettled) settles
+        if cfg.market is not Market.USDM or state is None or state.previous_run is None:
             return
-        if not state.last_event_ns or self.rest is None:
-            return
-        start_ms, end_ms = state.last_event_ns // 1_000_000, now_ns // 1_000_000
+        if state.last_event_ns:
+            await self._settle_funding_between(state.last_event_ns // 1_000_000, now_ns // 1_000_000)
+
+    async def _settle_funding_between(self, start_ms: int, end_ms: int) -> set[int]:
+        """Settle every traded symbol's funding with `start_ms <= fundingTime <= end_ms` from the REST
+        history; returns the funding times (ns) the history held. Failures are error events, not raised."""
+        cfg, trader = self.config, getattr(self.engine, "trader", None)
+        seen: set[int] = set()
+        if trader is None or self.rest is None:
+            return seen
         for symbol in cfg.symbols:
             try:
                 rates = await self.rest.funding_history(symbol, start_ms, end_ms)
             except RestError as exc:
-                log.error("funding backfill failed for %s: %s", symbol, exc)
+                log.error("funding history failed for %s: %s", symbol, exc)
                 detail = {"error": str(exc), "start_ms": start_ms, "end_ms": end_ms}
                 self.emit(
                     [
                         SystemEvent(
-                            now_ns, "funding_backfill_failed", "error", cfg.market.value, symbol, detail
+                            time.time_ns(),
+                            "funding_backfill_failed",
+                            "error",
+                            cfg.market.value,
+                            symbol,
+                            detail,
                         )
                     ]
                 )
                 continue
             out: list[Any] = []
             for rate in rates:
+                seen.add(rate.funding_ns)
                 trader.settle_funding(rate, out)
             paid = sum(1 for o in out if type(o).__name__ == "FundingPayment")
             log.info(
-                "funding backfilled",
-                extra={"symbol": symbol, "rates": len(rates), "payments": paid, "from_ms": start_ms},
+                "funding settled from the REST history",
+                extra={
+                    "symbol": symbol,
+                    "rates": len(rates),
+                    "payments": paid,
+                    "from_ms": start_ms,
+                    "to_ms": end_ms,
+                },
             )
             self.emit(out)
+        return seen
+
+    def funding_unsettled(self, incident: Any) -> None:
+        """A disconnect swallowed a funding time (the core's `funding_unsettled`): settle it from the REST
+        history in a background task, retried while the history does not show the funding time yet."""
+        if self.config.market is not Market.USDM or self.rest is None:
+            return
+        match = _FUNDING_AT.search(str(incident.detail))
+        if match:
+            self._funding_due.add(int(match.group(1)))
+        if self._funding_task is None or self._funding_task.done():
+            self._funding_task = asyncio.create_task(self._settle_unsettled_funding(), name="funding-history")
+
+    async def _settle_unsettled_funding(self) -> None:
+        for _ in range(self.funding_retries):
+            seen = await self._settle_funding_between(self._funding_from_ms, time.time_ns() // 1_000_000)
+            newest = max(seen, default=0)
+            self._funding_due = {due for due in self._funding_due if due > newest}
+            if not self._funding_due:
+                return
+            await asyncio.sleep(self.funding_retry_s)  # Binance publishes the rate shortly after funding
+        log.error("funding times not in the REST history yet: %s", sorted(self._funding_due))
 
     def config_unusable(self, incident: Any) -> None:
         """The core found, at a symbol's first live book, that the limits make every order impossible:
@@ -546,6 +600,10 @@ class Worker:
             return
         self._closed = True
         reason = reason or self.stop_reason
+        if self._funding_task is not None and not self._funding_task.done():
+            self._funding_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._funding_task
         if self.heartbeat is not None and self.writer is not None:
             with contextlib.suppress(Exception):
                 self.writer.submit(self.heartbeat.row())  # the last state, as of the stop
