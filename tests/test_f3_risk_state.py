@@ -185,3 +185,40 @@ async def test_a_reset_made_while_down_waits_for_live_prices_before_anchoring(tm
             worker.request_stop("test")
             await asyncio.wait_for(running, 10)
             await worker.close("test")
+
+
+async def test_a_version_1_file_is_migrated_by_the_worker_and_passes_the_offline_check(
+    tmp_path: Path,
+) -> None:
+    from worker.orders import OrderType, TimeInForce, new_order
+    from worker.orders import fill as fill_order
+    from worker.store import db as store_db
+    from worker.store import schema
+    from worker.store.records import OrderUpdate
+    from worker.store.recovery import verify
+
+    cfg = cfg_with(RiskConfig())
+    path = tmp_path / "v1.db"
+    async with Run(cfg, path) as run:
+        order = new_order(1, "BTCUSDT", Side.BUY, OrderType.LIMIT, TimeInForce.GTC, 10_000, 6_000_000, T0)
+        run.emit([order, OrderUpdate(fill_order(order, 10_000), T0, "fill")])
+        run.fill(1, 6_000_000, 10_000, T0)
+    raw = sqlite3.connect(path)
+    raw.execute("DROP TABLE risk_state")  # what the previous release wrote
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    conn = connect_readonly(path, check_schema=False)
+    try:
+        report = verify(conn)
+    finally:
+        conn.close()
+    assert report["ok"] and report["schema_version"] == 1 and "migrates" in report["note"], report
+    conn = store_db.open_writer_sync(path)
+    try:
+        assert schema.schema_version(conn) == schema.LATEST_VERSION == 2
+        assert conn.execute("SELECT count(*) FROM risk_state").fetchone()[0] == 0
+    finally:
+        conn.close()
+    async with Run(cfg, path) as run:  # no risk state yet: the breaker rows and the all-time peak
+        assert run.state.risk_state is None and run.engine.trader.portfolio.qty("BTCUSDT") == 10_000
