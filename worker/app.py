@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import re
@@ -600,6 +601,10 @@ class Worker:
             return
         self._closed = True
         reason = reason or self.stop_reason
+        if self.app is not None:  # background coroutines of a worker that never ran (start-up abandoned)
+            for coro in self.app._background:
+                if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                    coro.close()
         if self._funding_task is not None and not self._funding_task.done():
             self._funding_task.cancel()
             with contextlib.suppress(BaseException):
