@@ -23,7 +23,7 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum, StrEnum
 
 
@@ -327,6 +327,14 @@ def denied_order(
     )
 
 
+def _with_status(o: Order, status: OrderStatus) -> Order:
+    """`replace(o, status=...)` without its per-call field introspection (transitions are on the hot path)."""
+    return Order(
+        o.order_id, o.symbol, o.side, o.type, o.tif, o.qty, o.price, o.created_ns, status, o.tag,
+        o.stop_price, o.reduce_only, o.oco,
+    )  # fmt: skip
+
+
 def _require_open(order: Order, action: str) -> None:
     if order.is_terminal:
         raise IllegalTransition(f"cannot {action} order {order.order_id}: it is {order.status_name}")
@@ -343,13 +351,13 @@ def fill(order: Order, qty: int) -> Order:
             f"fill of {qty} on order {order.order_id} exceeds its quantity ({filled} > {order.qty})"
         )
     status = Filled(filled) if filled == order.qty else PartiallyFilled(filled)
-    return replace(order, status=status)
+    return _with_status(order, status)
 
 
 def cancel(order: Order, reason: str) -> Order:
     """Cancel what remains; what was filled stays filled."""
     _require_open(order, "cancel")
-    return replace(order, status=Cancelled(order.status.filled_qty, reason))
+    return _with_status(order, Cancelled(order.status.filled_qty, reason))
 
 
 def reject(order: Order, reason: str) -> Order:
@@ -358,7 +366,7 @@ def reject(order: Order, reason: str) -> Order:
         raise IllegalTransition(
             f"only a pending order can be rejected; order {order.order_id} is {order.status_name}"
         )
-    return replace(order, status=Rejected(reason))
+    return _with_status(order, Rejected(reason))
 
 
 class Liquidity(StrEnum):
