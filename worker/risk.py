@@ -5,6 +5,12 @@ Design and invariants:
   It never raises: bad intents (unknown symbol, zero or non-integer size, off-grid price) are `Denied`
   with a reason code; an unexpected error is `Denied("internal_error")` and counted.
 - We deny, the venue rejects (nautilus_trader's split): a denied intent never reaches the broker.
+- STOP_MARKET intents (protective exits) must be reduce-only with a trigger on the protective side of
+  the touch (a sell stop below the bid, a buy stop above the ask; else `stop_would_trigger`); their
+  notional is valued at the trigger. The orders of one OCO list are checked before either is booked
+  and count once against the position (`Portfolio`), since only one of them can execute.
+- `check_limits_at_prices` refuses size limits that no order could meet at a given price (below the
+  symbol's min notional); the shell runs it at start with REST prices, the trader at each first LIVE mid.
 - Limits hold for the worst case where every resting order fills: position (lots) and notional per
   symbol, total gross notional, USD-M leverage against equity, spot long-only and spot quote (with a
   buffer for price protection and fees). An intent that breaks one is cut to the largest quantity that
