@@ -552,8 +552,9 @@ async def test_replay_cli_db_and_no_db(short_dir: Path) -> None:
         conn.close()
     _, summary = await run("--no-db")
     assert "store" not in summary
-    _, summary = await run()  # default: ./quantumflow.db in the working directory, never $QF_DB
-    assert (short_dir / "quantumflow.db").exists() and not (short_dir / "live.db").exists()
+    _, summary = await run()  # default: ./quantumflow-replay.db in the working directory, never $QF_DB
+    assert (short_dir / "quantumflow-replay.db").exists() and not (short_dir / "live.db").exists()
+    assert not (short_dir / "quantumflow.db").exists(), "the live worker's default file is left alone"
 
 
 # ---- recovery and the storage-lag gate, in process ------------------------------------------------------

@@ -73,6 +73,9 @@ from worker.tally import TradingTally
 from worker.trader import ScheduledOrder
 
 log = logging.getLogger("worker.replay")
+# Replays write beside the live default, never into it: a live worker rebuilds its portfolio from every
+# fill in its file, so `run` refuses a database holding replay runs (and a replay one holding live runs).
+DEFAULT_REPLAY_DB_PATH = "quantumflow-replay.db"
 LOG_LIMIT = 20
 _STREAM_PREFIX = b'{"stream":"'
 
@@ -669,8 +672,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     db.add_argument(
         "--db",
         type=Path,
-        default=Path(DEFAULT_DB_PATH),
-        help=f"SQLite file the replay writes, as a live run would (default: ./{DEFAULT_DB_PATH}; "
+        default=Path(DEFAULT_REPLAY_DB_PATH),
+        help=f"SQLite file the replay writes, as a live run would (default: ./{DEFAULT_REPLAY_DB_PATH}, "
+        f"apart from the live worker's ./{DEFAULT_DB_PATH}, which refuses a file holding replays; "
         "never $QF_DB, so a replay cannot land in the live database by accident)",
     )
     db.add_argument("--no-db", action="store_true", help="write nothing (market replay and summary only)")
