@@ -151,3 +151,26 @@ def test_risk_stop_rules_and_an_oco_list_counts_once() -> None:
     assert p.open_sell_qty(SYM) == 10, "the stop still holds its lots"
     p.on_order(replace(stop_o, status=Cancelled(0, "x")))
     assert p.open_sell_qty(SYM) == 0
+
+
+def test_usdm_reduce_only_orders_are_exempt_from_min_notional_spot_ones_are_not() -> None:
+    from tests.test_broker import INST_USDM
+
+    # min notional 0.2 quote = 2 lots at 100.00; a 1-lot position can only be closed reduce-only
+    for inst, expected in ((INST_USDM, "Approved"), (INST, "Denied")):
+        risk = RiskEngine(RiskConfig(), [inst])
+        p = Portfolio([inst], 10**12)
+        p.apply_fill(mkfill(SYM, Side.BUY, 10000, 1))
+        flatten = OrderIntent(SYM, Side.SELL, OrderType.MARKET, TimeInForce.IOC, 1, None, 1, "flatten", True)
+        assert type(risk.check(flatten, p, (10000, 10001), 1)).__name__ == expected
+        plain = OrderIntent(SYM, Side.SELL, OrderType.MARKET, TimeInForce.IOC, 1, None, 1, "strategy", False)
+        assert risk.check(plain, p, (10000, 10001), 1) == RiskDenied("min_notional")
+    # and the venue agrees: a USD-M reduce-only order below min notional is not rejected
+    v = Venue.make(inst=INST_USDM)
+    v.snapshot(BIDS, ASKS, 0)
+    o = new_order(
+        1, SYM, Side.SELL, OrderType.MARKET, TimeInForce.IOC, 1, None, 0, "flatten", reduce_only=True
+    )
+    v.broker.submit(o, None, 0)
+    v.tick(ARRIVE)
+    assert v.last(1).status_name == "Filled"

@@ -16,7 +16,8 @@ Design and invariants:
   buffer for price protection and fees). An intent that breaks one is cut to the largest quantity that
   fits (`Adjusted`, reason = the binding limit) when that is still a valid order (>= 1 lot and the
   symbol's min notional), else `Denied`. An order that only reduces exposure is never cut by exposure
-  limits, so the account can always get smaller.
+  limits, so the account can always get smaller. Min notional does not apply to USD-M reduce-only
+  orders (Binance waives it there), so a small futures position can always be flattened.
 - Rate limits driven by event time, consumed only by orders that pass: a token bucket (GCRA form, exact
   integer ns) for the configured orders/s with its burst, and Binance's own ORDERS limits as the fixed
   windows Binance counts in (50 per aligned 10 s, 160,000 per UTC day). A continuously refilling bucket
@@ -916,7 +917,8 @@ class RiskEngine:
             if c < allowed:
                 allowed, reason = c, INSUFFICIENT_QUOTE
 
-        min_money = inst.min_notional_money
+        # USD-M waives min notional for reduce-only orders (so a small position can always be closed).
+        min_money = 0 if intent.reduce_only and inst.market is Market.USDM else inst.min_notional_money
         if allowed < qty:
             if allowed < 1 or inst.notional(ref, allowed) < min_money:
                 return Denied(reason), market
