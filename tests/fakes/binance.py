@@ -540,14 +540,25 @@ class FakeBinance:
         elif "symbols" in params:
             names = [str(n).upper() for n in orjson.loads(params["symbols"])]
         else:
-            names = [s for m, s in self.books if m is market]
+            names = [s for m, s in [*self.books, *self._recorded_snapshots] if m is market]
         body = []
         for name in names:
-            book = self.books.get((market, name))
-            if book is None:
+            price = self._mid_text(market, name)
+            if price is None:
                 return self._json(ws, 400, {"code": -1121, "msg": "Invalid symbol."})
-            body.append({"symbol": name, "price": book._price(book.mid)})
+            body.append({"symbol": name, "price": price})
         return self._json(ws, 200, body[0] if "symbol" in params else body)
+
+    def _mid_text(self, market: Market, symbol: str) -> str | None:
+        """A generated symbol's mid; a recorded one's best bid in its recorded snapshot (on the grid)."""
+        book = self.books.get((market, symbol))
+        if book is not None:
+            return book._price(book.mid)
+        recorded = self._recorded_snapshots.get((market, symbol))
+        if recorded is None:
+            return None
+        bids = orjson.loads(recorded).get("bids") or [["0"]]
+        return str(bids[0][0])
 
     def set_funding_history(self, symbol: str, records: Iterable[tuple[int, str, str]]) -> None:
         """What `/fapi/v1/fundingRate` serves for `symbol`: (fundingTime ms, fundingRate, markPrice)."""
