@@ -95,7 +95,7 @@ def fill_json(r: tuple, instruments: dict) -> dict[str, Any]:
 
 ORDER_COLUMNS = (
     "order_id, run_id, market, symbol, side, type, tif, qty, price, tag, status, filled_qty, reason, "
-    "created_ns, updated_ns, transitions"
+    "created_ns, updated_ns, transitions, stop_price, reduce_only, oco"
 )
 
 
@@ -120,6 +120,9 @@ def order_json(r: tuple, instruments: dict) -> dict[str, Any]:
         "updated": render.iso(r[14]),
         "updated_ns": r[14],
         "transitions": r[15],
+        "stop_price": inst.price(r[16]),
+        "reduce_only": bool(r[17]),
+        "oco": r[18] or None,
     }
 
 

@@ -94,6 +94,9 @@ ORDER = obj(
         "updated": TIME,
         "updated_ns": INT,
         "transitions": INT,
+        "stop_price": null(DECIMAL),
+        "reduce_only": {"type": "boolean"},
+        "oco": null(INT),
     }
 )
 ORDER_DETAIL = {

@@ -6,6 +6,7 @@ Every expected value is computed here from the database (or the seed) independen
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -95,6 +96,24 @@ def test_orders_filter_by_status_and_detail_has_transitions(client: TestClient, 
     fills = raw(seeded, "SELECT fill_id FROM fills WHERE order_id = ? ORDER BY ts_ns", (partial,))
     assert [f["fill_id"] for f in detail["fills"]] == [r[0] for r in fills]
     assert client.get("/api/v1/orders/99999999").status_code == 404
+    assert detail["stop_price"] is None and detail["reduce_only"] is False and detail["oco"] is None
+
+
+def test_a_stop_order_reads_back_with_its_trigger_and_oco_list(seeded: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "stops.db"
+    shutil.copy(seeded, copy)  # the module's database stays as seeded
+    with sqlite3.connect(copy) as conn:
+        (order_id,) = conn.execute("SELECT min(order_id) FROM orders").fetchone()
+        conn.execute(
+            "UPDATE orders SET type = 'STOP_MARKET', price = NULL, stop_price = 5940000, reduce_only = 1, "
+            "oco = 77 WHERE order_id = ?",
+            (order_id,),
+        )
+    with TestClient(create_app(Settings(str(copy)))) as client:
+        stop = client.get(f"/api/v1/orders/{order_id}").json()
+    assert (stop["type"], stop["price"], stop["stop_price"], stop["reduce_only"], stop["oco"]) == (
+        "STOP_MARKET", None, "59400.00", True, 77
+    )  # fmt: skip
 
 
 def test_positions_and_pnl_come_from_running_totals(client: TestClient, seeded: Path) -> None:

@@ -204,7 +204,9 @@ async def test_a_version_1_file_is_migrated_by_the_worker_and_passes_the_offline
         run.emit([order, OrderUpdate(fill_order(order, 10_000), T0, "fill")])
         run.fill(1, 6_000_000, 10_000, T0)
     raw = sqlite3.connect(path)
-    raw.execute("DROP TABLE risk_state")  # what the previous release wrote
+    raw.execute("DROP TABLE risk_state")  # what the first release wrote: no v2 table, no v3 columns
+    for column in ("stop_price", "reduce_only", "oco"):
+        raw.execute(f"ALTER TABLE orders DROP COLUMN {column}")
     raw.execute("PRAGMA user_version = 1")
     raw.commit()
     raw.close()
@@ -216,7 +218,7 @@ async def test_a_version_1_file_is_migrated_by_the_worker_and_passes_the_offline
     assert report["ok"] and report["schema_version"] == 1 and "migrates" in report["note"], report
     conn = store_db.open_writer_sync(path)
     try:
-        assert schema.schema_version(conn) == schema.LATEST_VERSION == 2
+        assert schema.schema_version(conn) == schema.LATEST_VERSION == 3
         assert conn.execute("SELECT count(*) FROM risk_state").fetchone()[0] == 0
     finally:
         conn.close()

@@ -271,6 +271,9 @@ def order_row(order: Order, market: str, run_id: int, ts_ns: int) -> tuple:
         order.created_ns,
         ts_ns,
         0,
+        getattr(order, "stop_price", None),
+        int(getattr(order, "reduce_only", False)),
+        getattr(order, "oco", 0),
     )
 
 

@@ -91,6 +91,7 @@ class RecoveredState:
     realized_pnl: int = 0
     fees: int = 0
     risk_state: dict[str, Any] | None = None  # RiskEngine.export_state() as last persisted (None: never)
+    damaged_orders: list[str] = field(default_factory=list)  # open rows that are not valid orders
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -215,26 +216,27 @@ def _status(name: str, filled: int, reason: str | None) -> Any:
     raise ValueError(f"unknown order status {name!r}")
 
 
-def open_orders(conn: sqlite3.Connection) -> list[Order]:
+def open_orders(conn: sqlite3.Connection) -> tuple[list[Order], list[str]]:
+    """The orders a previous run left open, and one line per stored order that is not a valid order (a
+    damaged row is reported, never a crash at start; `check` names it too)."""
     rows = conn.execute(
-        "SELECT order_id, symbol, side, type, tif, qty, price, created_ns, status, filled_qty, reason, tag "
-        "FROM orders WHERE status IN ('Pending', 'PartiallyFilled') ORDER BY order_id"
+        "SELECT order_id, symbol, side, type, tif, qty, price, created_ns, status, filled_qty, reason, tag, "
+        "stop_price, reduce_only, oco FROM orders WHERE status IN ('Pending', 'PartiallyFilled') "
+        "ORDER BY order_id"
     )
-    return [
-        Order(
-            oid,
-            symbol,
-            Side(side),
-            OrderType(otype),
-            TimeInForce(tif),
-            qty,
-            price,
-            created,
-            _status(status, filled, reason),
-            tag,
-        )
-        for oid, symbol, side, otype, tif, qty, price, created, status, filled, reason, tag in rows
-    ]
+    orders: list[Order] = []
+    problems: list[str] = []
+    for row in rows:
+        oid, symbol, side, otype, tif, qty, price, created, status, filled, reason, tag, stop, ro, oco = row
+        try:
+            status_now = _status(status, filled, reason)
+            order = Order(oid, symbol, Side(side), OrderType(otype), TimeInForce(tif), qty, price, created,
+                          status_now, tag, stop, bool(ro), oco)  # fmt: skip
+        except ValueError as exc:  # InvalidOrder, an unknown side/type/status
+            problems.append(f"order {oid}: {exc}")
+        else:
+            orders.append(order)
+    return orders, problems
 
 
 def load_state(conn: sqlite3.Connection) -> RecoveredState:
@@ -264,6 +266,7 @@ def load_state(conn: sqlite3.Connection) -> RecoveredState:
         scalar("SELECT max(last_event_ns) FROM runs"),
     )
     peak = conn.execute("SELECT max(high) FROM equity_bars WHERE resolution_s = 3600").fetchone()[0]
+    left_open, damaged = open_orders(conn)
     risk_row = conn.execute("SELECT state_json FROM risk_state WHERE id = 1").fetchone()
     run = conn.execute(
         "SELECT run_id, mode, code_version, config_digest, started_wall_ns, ended_wall_ns, stop_reason, "
@@ -277,7 +280,8 @@ def load_state(conn: sqlite3.Connection) -> RecoveredState:
         schema_version=version,
         positions=positions,
         mismatches=mismatches,
-        open_orders=open_orders(conn),
+        open_orders=left_open,
+        damaged_orders=damaged,
         trading_state=state_row[0] if state_row else None,
         trading_state_reason=state_row[1] if state_row else "",
         breakers=breakers,

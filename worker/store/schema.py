@@ -103,7 +103,7 @@ CREATE TABLE orders (
     market        TEXT NOT NULL,
     symbol        TEXT NOT NULL,
     side          INTEGER NOT NULL CHECK (side IN (1, -1)),
-    type          TEXT NOT NULL,             -- LIMIT | MARKET
+    type          TEXT NOT NULL,             -- LIMIT | MARKET | STOP_MARKET
     tif           TEXT NOT NULL,             -- GTC | IOC | GTX
     qty           INTEGER NOT NULL,          -- lots
     price         INTEGER,                   -- ticks; NULL for market orders
@@ -643,9 +643,18 @@ CREATE TABLE risk_state (
 ) STRICT;
 """
 
+# v3: stop orders and order lists (Shabbat hold mode's protective exits): the trigger price of a
+# STOP_MARKET order, reduce-only, and the one-cancels-the-other list an order belongs to (0 = none).
+_V3 = """
+ALTER TABLE orders ADD COLUMN stop_price INTEGER;
+ALTER TABLE orders ADD COLUMN reduce_only INTEGER NOT NULL DEFAULT 0;  -- 0 | 1
+ALTER TABLE orders ADD COLUMN oco INTEGER NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1 + _V1_TRIGGERS),
     Migration(2, "risk engine state", _V2),
+    Migration(3, "stop orders, reduce-only, one-cancels-the-other lists", _V3),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -94,8 +94,8 @@ class WriterStats:
 
 _INSERT_ORDER = (
     "INSERT INTO orders (order_id, run_id, market, symbol, side, type, tif, qty, price, tag, status, "
-    "filled_qty, reason, created_ns, updated_ns, transitions) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-    "ON CONFLICT DO NOTHING"
+    "filled_qty, reason, created_ns, updated_ns, transitions, stop_price, reduce_only, oco) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
 )
 _INSERT_ORDER_EVENT = (
     "INSERT INTO order_events (order_id, seq, ts_ns, status, filled_qty, reason, run_id) "
@@ -274,6 +274,13 @@ class StoreWriter:
             if state.mismatches:
                 log.error("store: %d position mismatch(es) on restart; the fills win", len(state.mismatches))
                 recovery.repair_positions(conn, state, run_id)
+            for problem in state.damaged_orders:  # left as they are; `check` reports them too
+                log.error("store: a damaged open order was not restored: %s", problem)
+                conn.execute(
+                    "INSERT INTO system_events (ts_ns, run_id, kind, severity, market, symbol, detail_json) "
+                    "VALUES (?, ?, 'damaged_order', 'error', '', '', json_object('problem', ?))",
+                    (state.last_event_ns, run_id, problem),
+                )
             conn.execute("COMMIT")
             return state, run_id
         finally:
