@@ -25,9 +25,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from worker.binance.endpoints import (
@@ -43,6 +42,9 @@ from worker.binance.endpoints import (
 from worker.events import Market
 from worker.instruments import Instrument
 from worker.portfolio import FundingRate
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +177,11 @@ class BinanceRest:
         self.base = endpoints.rest_base(market)
         self.endpoints = endpoints
         self._own_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=timeout)
+        if client is None:
+            import httpx  # here, not at import: replay never talks REST and httpx costs ~16 MB of RSS
+
+            client = httpx.AsyncClient(timeout=timeout)
+        self._client = client
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
@@ -315,6 +321,8 @@ class BinanceRest:
             await self._sleep(left)
 
     async def _get(self, path: str, params: dict[str, str], weight: int) -> httpx.Response:
+        import httpx  # already loaded by the client's creation; a dict lookup
+
         url = self.base + path
         attempt = 0
         while True:
