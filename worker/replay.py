@@ -68,7 +68,7 @@ from worker.publish import FeedSink, Publisher
 from worker.schedule import ScheduleError, ScheduleResults, read_schedule
 from worker.store.adapt import StoreAdapter, StoreSink
 from worker.store.db import DEFAULT_DB_PATH, StoreError
-from worker.store.writer import RunInfo, StoreWriter
+from worker.store.writer import StoreWriter
 from worker.tally import TradingTally
 from worker.trader import ScheduledOrder
 
@@ -318,7 +318,7 @@ async def replay_async(
         if db_path is not None:
             identity = recording_identity(frames_path, snapshots_path, schedule)
             check_replay_target(db_path, identity, cfg.digest())
-            writer = await _open_replay_store(cfg, traded, db_path, identity)
+            writer, _ = await shell.open_store(cfg, traded, "replay", db_path, {"replay_of": identity})
             markets = {i.symbol: i.market.value for i in traded.values()}
             sinks.append(StoreSink(writer, StoreAdapter(markets)))
             # No engine restore: a replay rebuilds its state from the recording itself, and a re-run
@@ -446,27 +446,6 @@ def check_replay_target(db_path: str | Path, identity: dict[str, Any], config_di
         else:
             continue  # a re-run of the same replay, e.g. after a crash: the writer skips what it has
         raise ReplayTargetError(f"{path} already holds run {run_id} {why}; replay into a fresh --db PATH")
-
-
-async def _open_replay_store(
-    cfg: WorkerConfig,
-    traded: dict[tuple[Market, str], Instrument],
-    db_path: str | Path,
-    identity: dict[str, Any],
-) -> StoreWriter:
-    """`shell.open_store` for a replay: the run's `config_json` also names the recording (`replay_of`),
-    so a later replay into the same file can tell a crash re-run from a different input."""
-    config_json = orjson.dumps(
-        {**orjson.loads(cfg.canonical_json()), "replay_of": identity}, option=orjson.OPT_SORT_KEYS
-    ).decode()
-    run = RunInfo("replay", shell.code_version(), cfg.digest(), config_json)
-    writer = StoreWriter(db_path, traded.values(), run, cfg.store)
-    try:
-        await writer.start()
-    except sqlite3.Error as exc:  # anything the store did not already turn into a StoreError
-        raise StoreError(f"cannot use {db_path}: {exc}") from exc
-    log.info("replay store open: %s run %s", db_path, writer.run_id)
-    return writer
 
 
 async def _make_room(writer: StoreWriter | None, publisher: Publisher | None) -> None:

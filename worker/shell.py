@@ -28,6 +28,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from worker.calendar import CalendarClock
 from worker.config import WorkerConfig
 from worker.engine import Engine
@@ -119,8 +121,16 @@ async def open_store(
     instruments: Mapping[tuple[Market, str], Instrument],
     mode: str,
     path: str | os.PathLike[str] | None = None,
+    run_extra: Mapping[str, Any] | None = None,
 ) -> tuple[StoreWriter, recovery.RecoveredState]:
-    run = RunInfo(mode, code_version(), config.digest(), config.canonical_json())
+    """Open the store and record the run; `run_extra` keys are added to the run's `config_json` (not to
+    its digest), e.g. a replay's `replay_of`, so a later replay can tell a crash re-run from another input."""
+    config_json = config.canonical_json()
+    if run_extra:
+        config_json = orjson.dumps(
+            {**orjson.loads(config_json), **run_extra}, option=orjson.OPT_SORT_KEYS
+        ).decode()
+    run = RunInfo(mode, code_version(), config.digest(), config_json)
     writer = StoreWriter(path or config.db, instruments.values(), run, config.store)
     try:
         state = await writer.start()
