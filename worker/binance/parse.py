@@ -39,7 +39,7 @@ import orjson
 from worker.errors import ConfigError
 from worker.events import BookTicker, DepthDiff, DepthSnapshot, Event, Level, Market, MarkPrice, Trade
 from worker.instruments import Instrument, OffGridError
-from worker.portfolio import FundingRate
+from worker.portfolio import RATE_SCALE, FundingRate
 
 MS = 1_000_000
 # Entries per symbol and kind (price / quantity), evicted first-in first-out. Binance re-sends the same
@@ -54,7 +54,6 @@ _STREAM_KINDS = {
     "bookTicker": "bookTicker",
     "markPrice": "markPriceUpdate",
 }
-RATE_SCALE = 10**8  # funding rates in 1e-8 units (worker.portfolio.RATE_SCALE)
 
 
 class ParseError(ValueError):
@@ -420,15 +419,16 @@ class FrameParser:
             raise ParseError(
                 f"bad markPriceUpdate p={d['p']!r} r={d['r']!r}", codec.symbol, codec.market
             ) from None
-        if not mark.is_finite() or mark <= 0 or not rate.is_finite() or rate != rate.to_integral_value():
+        units = _funding_units(rate, mark, codec.instrument)
+        if units is None:
             raise ParseError(
                 f"markPriceUpdate p={d['p']!r} r={d['r']!r}: a positive mark and a rate in 1e-8 steps",
                 codec.symbol,
                 codec.market,
             )
-        ticks = int((mark / codec.instrument.tick_size).to_integral_value(ROUND_HALF_EVEN))
+        rate_e8, ticks = units
         return MarkPrice(
-            codec.symbol, codec.market, max(ticks, 1), int(rate), next_funding_ms * MS, event_ms * MS, recv_ns
+            codec.symbol, codec.market, ticks, rate_e8, next_funding_ms * MS, event_ms * MS, recv_ns
         )
 
     # --- REST bodies ---
@@ -534,6 +534,16 @@ def parse_ticker_prices(body: str | bytes | Any, symbols: Iterable[str]) -> dict
     return prices
 
 
+def _funding_units(rate_e8: Decimal, mark: Decimal, instrument: Instrument) -> tuple[int, int] | None:
+    """(rate in 1e-8 units, mark in ticks) of a funding record (`markPriceUpdate` or the REST history):
+    None unless the rate is exact in 1e-8 steps and the mark a positive number; the mark is rounded
+    half-even to a tick (at least one)."""
+    if not rate_e8.is_finite() or rate_e8 != rate_e8.to_integral_value() or not mark.is_finite() or mark <= 0:
+        return None
+    ticks = int((mark / instrument.tick_size).to_integral_value(ROUND_HALF_EVEN))
+    return int(rate_e8), max(ticks, 1)
+
+
 def parse_funding_history(body: str | bytes | Any, instrument: Instrument, recv_ns: int) -> list[FundingRate]:
     """USD-M `/fapi/v1/fundingRate` body -> `FundingRate`s of `instrument`, in funding-time order.
 
@@ -561,13 +571,14 @@ def parse_funding_history(body: str | bytes | Any, instrument: Instrument, recv_
         except (KeyError, TypeError, InvalidOperation) as exc:
             reason = f"bad fundingRate record {entry!r}: {type(exc).__name__}: {exc}"
             raise ParseError(reason, instrument.symbol, Market.USDM) from None
-        if not rate.is_finite() or rate != rate.to_integral_value() or not mark.is_finite() or mark <= 0:
+        units = _funding_units(rate, mark, instrument)
+        if units is None:
             raise ParseError(
                 f"fundingRate record {entry!r}: a rate in 1e-8 steps and a positive mark price",
                 instrument.symbol,
                 Market.USDM,
             )
-        ticks = int((mark / instrument.tick_size).to_integral_value(ROUND_HALF_EVEN))
-        rates.append(FundingRate(instrument.symbol, int(rate), max(ticks, 1), funding_ms * MS, recv_ns))
+        rate_e8, ticks = units
+        rates.append(FundingRate(instrument.symbol, rate_e8, ticks, funding_ms * MS, recv_ns))
     rates.sort(key=lambda r: r.funding_ns)
     return rates
