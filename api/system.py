@@ -4,9 +4,9 @@ Design and invariants:
 - `/health` is 200 only when the database is readable AND the worker's heartbeat (wall clock, written
   at least once a second) is younger than `heartbeat_max_age_s`; otherwise 503. Either way the body
   says why: heartbeat age, replication lag where known, per-symbol sync state, trading state.
-- `/livez` is the API's own liveness (Fly's http check): 200 while the database is readable, whatever
-  the worker does. Fly's proxy stops routing to a machine that fails its check, so checking the worker
-  there would hide the dashboard exactly when the operator needs it.
+- `/livez` is the API's own liveness: 200 while the database is readable, whatever the worker does.
+  fly.toml checks `/health` (as issue 10 asks), so Fly's proxy stops routing to the API while the worker
+  is down; point the check at `/livez` to keep the dashboard reachable then.
 - Over a litestream follow copy the heartbeat age includes the replication lag, so it is the honest
   upper bound of how stale the API's data is; the copy's own modification age is reported beside it.
 - `calendar` reads `worker.calendar.CalendarClock` (pure, precomputed windows) with the wall clock:

@@ -55,8 +55,7 @@ def test_volume_and_public_service_belong_to_one_group_each() -> None:
     assert mounts[0]["destination"] == "/data"
     assert config["env"]["QF_DB"].startswith("/data/")
     assert config["http_service"]["processes"] == ["api"]
-    # Fly's proxy routes only to machines passing this check: the API's own liveness, not the worker's
-    assert config["http_service"]["checks"][0]["path"] == "/livez"
+    assert config["http_service"]["checks"][0]["path"] == "/health"
 
 
 def test_check_ports_match_the_apps_ports() -> None:
