@@ -622,24 +622,7 @@ class RiskEngine:
 
     def flatten_intents(self, portfolio: Portfolio, ts_ns: int) -> list[OrderIntent]:
         """Reduce-only market orders closing every open position (tag `flatten`)."""
-        out = []
-        for sym, p in sorted(portfolio.positions.items()):
-            if p.qty:
-                side = Side.SELL if p.qty > 0 else Side.BUY
-                out.append(
-                    OrderIntent(
-                        sym,
-                        side,
-                        OrderType.MARKET,
-                        TimeInForce.IOC,
-                        abs(p.qty),
-                        None,
-                        ts_ns,
-                        FLATTEN_TAG,
-                        True,
-                    )
-                )
-        return out
+        return [flatten_intent(sym, p.qty, ts_ns) for sym, p in sorted(portfolio.positions.items()) if p.qty]
 
     # --- external gates ------------------------------------------------------------------------------
     def set_pause(self, reason: str, ts_ns: int, source: str = "calendar") -> None:
@@ -947,6 +930,14 @@ _TIFS = frozenset(TimeInForce)
 
 def _int_or_none(value: Any) -> int | None:
     return value if type(value) is int else None
+
+
+def flatten_intent(symbol: str, position_qty: int, ts_ns: int) -> OrderIntent:
+    """A reduce-only market order (tag `flatten`) closing a position of `position_qty` lots (signed)."""
+    side = Side.SELL if position_qty > 0 else Side.BUY
+    return OrderIntent(
+        symbol, side, OrderType.MARKET, TimeInForce.IOC, abs(position_qty), None, ts_ns, FLATTEN_TAG, True
+    )
 
 
 def order_for(intent: OrderIntent, decision: Decision, order_id: int) -> Order:

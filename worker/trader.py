@@ -64,6 +64,7 @@ from worker.risk import (
     RiskEngine,
     TradingState,
     check_limits_at_prices,
+    flatten_intent,
     order_for,
 )
 from worker.strategy import Signal, SignalKind, Strategy, StrategyConfig
@@ -473,13 +474,7 @@ class Trader:
                 ):
                     self._halt_cancels.add(order.order_id)
                     self._absorb(self.broker.cancel(order.order_id, ts_ns, "halted"), ts_ns, out)
-            side = Side.SELL if qty > 0 else Side.BUY
-            left = abs(qty) - (portfolio.open_sell_qty(sym) if qty > 0 else portfolio.open_buy_qty(sym))
-            if left > 0:
-                intent = OrderIntent(
-                    sym, side, OrderType.MARKET, TimeInForce.IOC, left, None, ts_ns, FLATTEN_TAG, True
-                )
-                self._send(intent, None, out)
+            self._send_flatten(flatten_intent(sym, qty, ts_ns), out)
 
     def _incident(self, ts_ns: int, kind: str, detail: str, out: list) -> None:
         self.incidents += 1
@@ -787,13 +782,15 @@ class Trader:
 
     def _flatten_open(self, ts_ns: int, out: list) -> None:
         """Reduce-only market orders for what open positions are not already being closed by."""
-        portfolio = self.portfolio
-        for intent in self.risk.flatten_intents(portfolio, ts_ns):
-            sym = intent.symbol
-            sell = intent.side is Side.SELL
-            qty = intent.qty - (portfolio.open_sell_qty(sym) if sell else portfolio.open_buy_qty(sym))
-            if qty > 0:
-                self._send(replace(intent, qty=qty), None, out)
+        for intent in self.risk.flatten_intents(self.portfolio, ts_ns):
+            self._send_flatten(intent, out)
+
+    def _send_flatten(self, intent: OrderIntent, out: list) -> None:
+        """Send a flatten for the part of the position that open orders on its side do not already close."""
+        portfolio, sym = self.portfolio, intent.symbol
+        closing = portfolio.open_sell_qty(sym) if intent.side is Side.SELL else portfolio.open_buy_qty(sym)
+        if intent.qty > closing:
+            self._send(replace(intent, qty=intent.qty - closing), None, out)
 
     def _sample(self, ts_ns: int, out: list) -> None:
         interval = self.config.sample_interval_s * NS
