@@ -475,12 +475,10 @@ class LiveSource:
                 rest_requests=rc.requests,
                 weight_waits=self.rest.budget.waits,
             )
-        books = getattr(self.engine, "symbol_books", None)
-        if books is not None:
-            out["gaps"] = sum(b.gaps for b in books())
-            out["resyncs"] = sum(b.resyncs for b in books())
-            out["stale_snapshots"] = sum(b.stale_snapshots for b in books())
-            out["invalid_snapshots"] = sum(b.invalid_snapshots for b in books())
-            out["buffer_overflows"] = sum(b.buffer_overflows for b in books())
+        symbol_books = getattr(self.engine, "symbol_books", None)
+        if symbol_books is not None:
+            books = symbol_books()
+            for name in ("gaps", "resyncs", "stale_snapshots", "invalid_snapshots", "buffer_overflows"):
+                out[name] = sum(getattr(b, name) for b in books)
         out["queue_depth"] = self.queue.qsize()
         return out
