@@ -276,11 +276,9 @@ class StoreWriter:
                 recovery.repair_positions(conn, state, run_id)
             for problem in state.damaged_orders:  # left as they are; `check` reports them too
                 log.error("store: a damaged open order was not restored: %s", problem)
-                conn.execute(
-                    "INSERT INTO system_events (ts_ns, run_id, kind, severity, market, symbol, detail_json) "
-                    "VALUES (?, ?, 'damaged_order', 'error', '', '', json_object('problem', ?))",
-                    (state.last_event_ns, run_id, problem),
-                )
+                detail = records.dumps({"problem": problem})
+                row = (state.last_event_ns, run_id, "damaged_order", "error", "", "", detail)
+                conn.execute(_INSERT_SYSTEM, row)
             conn.execute("COMMIT")
             return state, run_id
         finally:
