@@ -26,13 +26,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from loadtests.recordings import SPOT_FILE as DEFAULT_FILE  # noqa: E402
+from loadtests.recordings import percentile  # noqa: E402
 
 
 def pct(values: array, q: float) -> float:
-    if not values:
-        return 0.0
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q * (len(s) - 1)))] / 1000
+    """Quantile `q` of nanosecond `values`, in µs."""
+    return percentile(sorted(values), q) / 1000
 
 
 def recorded_events(path: Path, limit: int):
