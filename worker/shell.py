@@ -100,8 +100,9 @@ def preflight(path: str | os.PathLike[str]) -> None:
     """Refuse an unusable database before the network is touched (exchangeInfo, streams).
 
     A live worker also refuses a file that holds replay runs: it rebuilds its portfolio from EVERY fill in
-    the file, so a replay's fills would become live positions (`run` and `replay` both default to
-    ./quantumflow.db). Raises `db.MixedRunsError` naming the runs and what to do instead."""
+    the file, so a replay's fills would become live positions (`replay` writes ./quantumflow-replay.db by
+    default, but `--db` can point it anywhere). Raises `db.MixedRunsError` naming the runs and what to do
+    instead."""
     conn = db.open_writer_sync(path)
     try:
         rows = conn.execute("SELECT run_id FROM runs WHERE mode = 'replay' ORDER BY run_id").fetchall()
