@@ -38,9 +38,10 @@ def test_a_stale_mark_after_a_long_disconnect_does_not_settle_funding() -> None:
     assert not payments_in(out) and trader.portfolio.funding == 0
     reported = incidents(out, "funding_unsettled")
     assert str(T8 * MS) in reported[0].detail and "10800 s" in reported[0].detail
+    assert reported[0].at_ns == T8 * MS  # the shell settles exactly that time from the REST history
     # 2 h after T8 a 1 h funding interval would have passed too: that is reported as well (the REST
     # history, which skips what is settled, decides)
-    assert len(reported) == 2 and "passed unseen" in reported[1].detail
+    assert len(reported) == 2 and "passed unseen" in reported[1].detail and reported[1].at_ns is None
 
 
 def test_a_fresh_mark_settles_and_funding_times_swallowed_by_a_gap_are_reported() -> None:

@@ -150,7 +150,8 @@ async def test_funding_a_disconnect_swallowed_is_settled_from_the_rest_history(s
             due_ms = time.time_ns() // 1_000_000
             detail = f"BTCUSDT funding at {due_ms * 1_000_000} ns: the last mark update was 900 s before it"
             before = len(fake.funding_requests)
-            worker.funding_unsettled(Incident(due_ms * 1_000_000, "funding_unsettled", detail))
+            due = due_ms * 1_000_000
+            worker.funding_unsettled(Incident(due, "funding_unsettled", detail, at_ns=due))
             # Binance has not published it yet: the worker asks again until the history shows it.
             await eventually(lambda: len(fake.funding_requests) > before, "the history was asked")
             fake.set_funding_history("BTCUSDT", [(due_ms, "0.00010000", "61000.0")])

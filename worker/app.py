@@ -42,7 +42,6 @@ import contextlib
 import inspect
 import logging
 import os
-import re
 import signal
 import socket
 import time
@@ -76,7 +75,6 @@ log = logging.getLogger("worker.app")
 Sink = Callable[[Event, list[Any]], None]
 YIELD_EVERY = 64
 NS = 1_000_000_000
-_FUNDING_AT = re.compile(r"funding at (\d+) ns")  # the time in the core's funding_unsettled detail
 
 
 class TopLogger:
@@ -414,9 +412,8 @@ class Worker:
         history in a background task, retried while the history does not show the funding time yet."""
         if self.config.market is not Market.USDM or self.rest is None:
             return
-        match = _FUNDING_AT.search(str(incident.detail))
-        if match:
-            self._funding_due.add(int(match.group(1)))
+        if incident.at_ns is not None:  # None: several funding times a gap swallowed whole
+            self._funding_due.add(incident.at_ns)
         if self._funding_task is None or self._funding_task.done():
             self._funding_task = asyncio.create_task(self._settle_unsettled_funding(), name="funding-history")
 

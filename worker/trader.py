@@ -122,6 +122,7 @@ class Incident:
     ts_ns: int
     kind: str
     detail: str
+    at_ns: int | None = None  # the time it is about when not `ts_ns` (funding_unsettled: the funding time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +336,7 @@ class Trader:
         else:
             detail = f"{sym} funding at {due} ns: the last mark update was {age / NS:.0f} s before it"
             self._incident(
-                update.recv_ns, "funding_unsettled", f"{detail}; settle it from the REST history", out
+                update.recv_ns, "funding_unsettled", f"{detail}; settle it from the REST history", out, due
             )
         # Funding times after `due` that the gap swallowed (their rates were never seen here).
         interval = state.funding_interval_ns
@@ -476,9 +477,9 @@ class Trader:
                     self._absorb(self.broker.cancel(order.order_id, ts_ns, "halted"), ts_ns, out)
             self._send_flatten(flatten_intent(sym, qty, ts_ns), out)
 
-    def _incident(self, ts_ns: int, kind: str, detail: str, out: list) -> None:
+    def _incident(self, ts_ns: int, kind: str, detail: str, out: list, at_ns: int | None = None) -> None:
         self.incidents += 1
-        out.append(Incident(ts_ns, kind, detail))
+        out.append(Incident(ts_ns, kind, detail, at_ns))
 
     def _decide(self, state: _SymbolState, ts_ns: int, out: list) -> None:
         if state.vector is None:
