@@ -65,7 +65,8 @@ def _avg_price(inst: render.InstrumentView, qty: int, cost: int) -> str | None:
     numerator, decimals = inst.money_per_tick_lot_e()
     pm, pd = inst.price_grid
     ticks = Decimal(cost * 10**decimals) / Decimal(qty * numerator)
-    return str((ticks * pm).scaleb(-pd).quantize(_EIGHT_PLACES, rounding=ROUND_HALF_EVEN))
+    average = (ticks * pm).scaleb(-pd).quantize(_EIGHT_PLACES, rounding=ROUND_HALF_EVEN)
+    return format(average, "f")  # never str(): a price under 1e-6 would print as 1.2E-7
 
 
 _EIGHT_PLACES = Decimal("1e-8")

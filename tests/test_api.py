@@ -348,3 +348,13 @@ def test_market_and_unknown_symbol_filters(client: TestClient, seeded: Path) -> 
         "ORDER BY created_ns DESC, order_id DESC",
     )
     assert [o["order_id"] for o in rejected.json()["data"]] == [r[0] for r in expected] and expected
+
+
+def test_avg_price_is_plain_decimal_text_even_for_tiny_prices() -> None:
+    from api.portfolio import _avg_price
+    from api.render import InstrumentView
+
+    tiny = InstrumentView.from_row(("spot", "XUSDT", "0.00000001", "0.001", "X", "USDT"))
+    assert _avg_price(tiny, 1_000, 12) == "0.00000012"  # 1 X bought for 12e-8 USDT; str() gives 1.2E-7
+    assert _avg_price(tiny, -3_000, -37) == "0.00000012"  # a short: 37e-8 / 3, half-even to 1e-8
+    assert _avg_price(tiny, 0, 0) is None
