@@ -75,6 +75,7 @@ class Instrument:
     _price_grid: tuple[int, int] = field(init=False, repr=False, compare=False)
     _qty_grid: tuple[int, int] = field(init=False, repr=False, compare=False)
     _money_per_tick_lot: int = field(init=False, repr=False, compare=False)
+    _min_notional_money: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_price_grid", _grid(self.tick_size))
@@ -88,6 +89,8 @@ class Instrument:
         object.__setattr__(self, "_money_per_tick_lot", int(per))
         if self.min_notional < 0:
             raise ConfigError(f"{self.symbol}.min_notional", ">= 0")
+        # Once, here: risk reads it on every check and a Decimal product costs ~1 µs there.
+        object.__setattr__(self, "_min_notional_money", int(self.min_notional * MONEY_SCALE))
 
     # --- text <-> integers (the exchange edge) ---
     def price_ticks(self, text: str) -> int:
@@ -114,7 +117,8 @@ class Instrument:
 
     @property
     def min_notional_money(self) -> int:
-        return int(self.min_notional * MONEY_SCALE)
+        """The minimum notional in money units (1e-8 quote), truncated as before."""
+        return self._min_notional_money
 
     def lots_for_base(self, base: Decimal) -> int:
         """Whole lots in a base-asset amount, rounded down (never more than asked)."""
