@@ -101,6 +101,8 @@ async def seed(
             sample_capacity=chunk * 4,
             critical_soft_limit=10**9,
             max_lag_s=3600,
+            signal_retention_s=None,  # the seeded month is kept whole
+            approved_decision_retention_s=None,
         ),
     )
     await writer.start()

@@ -378,6 +378,12 @@ def test_bad_values_name_the_parameter_and_where_it_came_from(tmp_path: Path) ->
         ({"sets": ["trading.order_style='yolo'"]}, "trading.order_style", "taker"),
         ({"sets": ["binance.spot_ws='http://x'"]}, "binance.spot_ws", "ws://"),
         ({"sets": ["worker.book_ticker=maybe"]}, "worker.book_ticker", "true or false"),
+        ({"sets": ["store.signal_retention_s=60"]}, "store.signal_retention_s", "0 (keep everything)"),
+        (
+            {"sets": ["store.approved_decision_retention_s=-1"]},
+            "store.approved_decision_retention_s",
+            ">= 3600",
+        ),
     ]
     for kwargs, param, hint in cases:
         with pytest.raises(ConfigError) as err:

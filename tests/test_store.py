@@ -632,6 +632,22 @@ async def test_optional_retention_of_signals_and_approved_decisions(tmp_path: Pa
     conn.close()
 
 
+async def test_signals_are_kept_30_days_by_default_and_0_keeps_everything(tmp_path: Path) -> None:
+    assert WriterConfig().signal_retention_s == WriterConfig().approved_decision_retention_s == 30 * 86_400
+    for retention, kept in ((None, [2]), (0, [1, 2])):
+        path = tmp_path / f"keep_{retention}.db"
+        extra = {} if retention is None else {"signal_retention_s": 0, "approved_decision_retention_s": 0}
+        writer = await started(path, retention_every_s=1, **extra)
+        for n, age_days in ((1, 31), (2, 0)):  # the second signal's time is "now" on the engine clock
+            ts = T0 + (31 - age_days) * 86_400 * 10**9
+            writer.submit(records.Signal(ts, "usdm", "BTCUSDT", "ofi/1", 0.5, 1, 0.7, signal_id=n))
+            await writer.flush(timeout=5)
+        await writer.close()
+        conn = sqlite3.connect(path)
+        assert [r[0] for r in conn.execute("SELECT signal_id FROM signals ORDER BY 1")] == kept, retention
+        conn.close()
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     st.lists(

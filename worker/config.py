@@ -106,6 +106,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "wal_checkpoint_bytes": Key("int", _W.wal_checkpoint_bytes),
         "retry_backoff_s": Key("floatlist", _W.retry_backoff_s),
         "quick_check": Key("bool", _W.quick_check),
+        "signal_retention_s": Key("int?", _W.signal_retention_s),
+        "approved_decision_retention_s": Key("int?", _W.approved_decision_retention_s),
     },
     "publish": {
         "socket_path": Key("str?", None),
@@ -626,6 +628,10 @@ def _writer(v: dict[str, Any]) -> WriterConfig:
     for key in ("critical_soft_limit", "sample_capacity", "max_batch", "retention_s", "retention_every_s"):
         _at_least(f"store.{key}", v[key], 1)
     _at_least("store.wal_checkpoint_bytes", v["wal_checkpoint_bytes"], 1 << 16)
+    for key in ("signal_retention_s", "approved_decision_retention_s"):
+        value = v[key]
+        if value is not None and value != 0 and value < 3600:
+            raise ConfigError(f"store.{key}", f"0 (keep everything) or seconds >= 3600, got {value}")
     backoff = tuple(v["retry_backoff_s"])
     if len(backoff) != 2 or not 0 < backoff[0] <= backoff[1]:
         allowed = f"[first, max] seconds with 0 < first <= max, got {backoff}"
